@@ -1,0 +1,90 @@
+"""The data folder: models, inputs, outputs and temporary files, kept outside the code.
+
+Layout (ComfyUI's, so existing model folders can be pointed at): `models/<kind>/` (checkpoints, vae, loras,
+embeddings, …), `input/`, `output/`, `temp/`, `custom_nodes/`. Every path a user or a workflow names is resolved
+with `DataPaths.resolve`, which refuses anything that would leave its folder (`..`, absolute paths, NUL bytes,
+symlinks pointing out).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MODEL_FOLDERS = ("checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
+                 "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen",
+                 "upscale_models", "hypernetworks", "photomaker", "classifiers")
+MODEL_EXTENSIONS = (".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft")
+DATA_DIR_ENV = "LATENTLOOM_DATA_DIR"
+
+
+class UnsafePathError(ValueError):
+    """A requested path that would leave its folder."""
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV, "data")).resolve()
+
+
+class DataPaths:
+    """Folders under one data root; created on first use."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root).resolve() if root is not None else default_data_dir()
+
+    @property
+    def input(self) -> Path:
+        return self._dir("input")
+
+    @property
+    def output(self) -> Path:
+        return self._dir("output")
+
+    @property
+    def temp(self) -> Path:
+        return self._dir("temp")
+
+    @property
+    def custom_nodes(self) -> Path:
+        return self._dir("custom_nodes")
+
+    def models(self, kind: str) -> Path:
+        if kind not in MODEL_FOLDERS:
+            raise KeyError(f"unknown model folder {kind!r}")
+        return self._dir("models", kind)
+
+    def model_files(self, kind: str) -> list[str]:
+        """Model files of a kind: sorted relative paths with '/' separators (diffusers folders as folder names)."""
+        base = self.models(kind)
+        found = []
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            here = Path(dirpath)
+            if (here / "model_index.json").is_file() and here != base:
+                found.append(here.relative_to(base).as_posix())
+                dirnames[:] = []
+                continue
+            found += [(here / f).relative_to(base).as_posix() for f in filenames if f.endswith(MODEL_EXTENSIONS)]
+        return sorted(found)
+
+    def input_files(self) -> list[str]:
+        base = self.input
+        return sorted(p.relative_to(base).as_posix() for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith("."))
+
+    def resolve(self, base: Path, name: str, subfolder: str = "") -> Path:
+        """`base/subfolder/name`, refusing anything that leaves `base` (also through symlinks)."""
+        for part in (name, subfolder):
+            if "\0" in part or part.startswith(("/", "\\")) or os.path.isabs(part):
+                raise UnsafePathError(f"unsafe path {part!r}")
+            if any(p == ".." for p in part.replace("\\", "/").split("/")):
+                raise UnsafePathError(f"unsafe path {part!r}")
+        root = base.resolve()
+        target = (root / subfolder / name).resolve()
+        if target != root and root not in target.parents:
+            raise UnsafePathError(f"path {name!r} leaves its folder")
+        return target
+
+    def _dir(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path

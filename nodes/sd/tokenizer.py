@@ -1,0 +1,171 @@
+"""CLIP tokenization, offline: the shipped BPE vocabulary, weighted prompts, 77-token chunks.
+
+The job: turn prompt text into the token ids and per-token weights the CLIP text encoders read, exactly as
+ComfyUI does (reference §6.10.1 and §6.10.3), with no network.
+
+* Vocabulary. `vocab/bpe_simple_vocab_16e6.txt.gz` (OpenAI's CLIP merges, MIT, see `vocab/LICENSE`) is package
+  data. `clip_vocab_and_merges()` builds the 49,408-entry vocabulary from it in the standard CLIP order (256 byte
+  symbols, the same with `</w>`, one entry per merge, then `<|startoftext|>` = 49406 and `<|endoftext|>` =
+  49407), once per process. `load_clip_tokenizer(pad_token)` builds transformers' `CLIPTokenizer` from that in
+  memory and checks its size: with transformers 5 a tokenizer built from bare files can come out empty without
+  any error, so a wrong size raises here instead of producing garbage ids later.
+* Padding. CLIP-L (SD1, SDXL's first encoder) pads with the end token 49407; the OpenCLIP encoders (SD2's
+  ViT-H, SDXL's ViT-bigG) pad with id 0 (`"!"`). `PAD_WITH_END` / `PAD_WITH_ZERO` name the two.
+* Weighted prompts. `PromptTokenizer(pad_id).tokenize(text)` parses the weights (`prompt_weights`), tokenizes
+  each weighted segment on its own without start/end tokens (one "token group" per segment), and packs the
+  groups into chunks with `chunk_token_groups`.
+* Chunking rules: a chunk is `[start] + up to 75 tokens + [end] + padding`, 77 ids. A group of 8 or more tokens
+  that does not fit is split at the boundary; a shorter group moves whole to the next chunk (the current chunk
+  is closed with end + padding). The last chunk is padded to 77. Empty text gives one chunk
+  `[start, end, pad × 75]`. Start, end and padding always weigh 1.0.
+
+Not done here: `embedding:<name>` textual-inversion references (§6.10.2) are tokenized as ordinary text.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from transformers import CLIPTokenizer
+
+from nodes.sd.prompt_weights import parse_prompt_weights
+
+VOCAB_FILE = Path(__file__).with_name("vocab") / "bpe_simple_vocab_16e6.txt.gz"
+
+VOCAB_SIZE = 49408
+START_ID = 49406
+END_ID = 49407
+CHUNK_LENGTH = 77
+#: Groups at least this long are split across chunk boundaries; shorter ones move whole.
+SPLIT_GROUP_MIN = 8
+
+START_TOKEN = "<|startoftext|>"
+END_TOKEN = "<|endoftext|>"
+#: Pad token strings for `load_clip_tokenizer` and pad ids for `PromptTokenizer`.
+PAD_TOKEN_END = END_TOKEN
+PAD_TOKEN_ZERO = "!"
+PAD_WITH_END = END_ID
+PAD_WITH_ZERO = 0
+
+# The file holds a header line, then 262,144 merges; CLIP uses the first 49152 - 256 - 2 of them so that the
+# vocabulary comes out at 49,408 entries.
+_MERGE_COUNT = 49152 - 256 - 2
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable characters byte-level BPE uses for bytes 0..255, in vocabulary order.
+
+    Printable Latin-1 bytes stand for themselves (listed first, ascending); the other bytes are mapped to code
+    points from 256 upwards, in ascending byte order, and listed after them.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in set(printable)]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
+
+
+@lru_cache(maxsize=1)
+def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The CLIP vocabulary (token → id) and merge list, built from the shipped BPE file."""
+    with gzip.open(VOCAB_FILE, "rt", encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 1 + _MERGE_COUNT]]
+    symbols = _byte_symbols()
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [START_TOKEN, END_TOKEN]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    if len(vocab) != VOCAB_SIZE or vocab[START_TOKEN] != START_ID or vocab[END_TOKEN] != END_ID:
+        raise RuntimeError(f"CLIP vocabulary built from {VOCAB_FILE} is malformed ({len(vocab)} entries)")
+    return vocab, merges  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=None)
+def load_clip_tokenizer(pad_token: str = PAD_TOKEN_END) -> CLIPTokenizer:
+    """transformers' `CLIPTokenizer` over the shipped vocabulary, `model_max_length` 77.
+
+    `pad_token` is `PAD_TOKEN_END` for CLIP-L and `PAD_TOKEN_ZERO` for OpenCLIP encoders; it matters only to
+    callers that pad through transformers (e.g. a diffusers pipeline), `PromptTokenizer` pads by itself.
+    The instance is cached: do not change its settings.
+    """
+    vocab, merges = clip_vocab_and_merges()
+    tokenizer = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=CHUNK_LENGTH)
+    size = len(tokenizer)
+    if size != VOCAB_SIZE or tokenizer.bos_token_id != START_ID or tokenizer.eos_token_id != END_ID:
+        raise RuntimeError(
+            f"CLIPTokenizer came out with {size} tokens (expected {VOCAB_SIZE}), start id {tokenizer.bos_token_id}, "
+            f"end id {tokenizer.eos_token_id}: this transformers version did not take the vocabulary"
+        )
+    return tokenizer
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """One 77-token window: the ids the encoder reads and the weight of each position."""
+
+    ids: tuple[int, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.weights):
+            raise ValueError(f"{len(self.ids)} ids but {len(self.weights)} weights")
+
+    @property
+    def is_weighted(self) -> bool:
+        return any(weight != 1.0 for weight in self.weights)
+
+
+def chunk_token_groups(
+    groups: Sequence[Sequence[tuple[int, float]]],
+    pad_id: int,
+    *,
+    start_id: int = START_ID,
+    end_id: int = END_ID,
+    length: int = CHUNK_LENGTH,
+) -> list[TokenChunk]:
+    """Pack token groups (lists of `(id, weight)`) into `length`-token chunks by the rules in the module doc."""
+    room = length - 2  # tokens between start and end
+    chunks: list[TokenChunk] = []
+    current: list[tuple[int, float]] = []
+
+    def close() -> None:
+        body = [(start_id, 1.0), *current, (end_id, 1.0)]
+        body += [(pad_id, 1.0)] * (length - len(body))
+        chunks.append(TokenChunk(tuple(i for i, _ in body), tuple(w for _, w in body)))
+        current.clear()
+
+    for group in groups:
+        pending = list(group)
+        splittable = len(pending) >= SPLIT_GROUP_MIN
+        while len(current) + len(pending) > room:
+            if splittable:
+                free = room - len(current)
+                current.extend(pending[:free])
+                pending = pending[free:]
+            close()
+        current.extend(pending)
+    close()
+    return chunks
+
+
+@dataclass(frozen=True)
+class PromptTokenizer:
+    """Weighted prompt → chunks for one encoder; `pad_id` is `PAD_WITH_END` (CLIP-L) or `PAD_WITH_ZERO`."""
+
+    pad_id: int
+
+    def token_ids(self, text: str) -> list[int]:
+        """Ids of `text` without start/end tokens (normalised, lower-cased, byte-level BPE)."""
+        # The backend is called directly: the transformers wrapper warns about texts longer than 77 tokens,
+        # which are normal here since chunking comes after.
+        return load_clip_tokenizer().backend_tokenizer.encode(text, add_special_tokens=False).ids
+
+    def tokenize(self, text: str) -> list[TokenChunk]:
+        """Chunks of a prompt in the weighting syntax; at least one chunk."""
+        groups = [[(i, segment.weight) for i in self.token_ids(segment.text)] for segment in parse_prompt_weights(text)]
+        return chunk_token_groups(groups, self.pad_id)
+
+    def empty_chunk(self) -> TokenChunk:
+        """`[start, end, pad × 75]`, the "empty prompt" sequence weights are interpolated from."""
+        return chunk_token_groups([], self.pad_id)[0]

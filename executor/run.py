@@ -110,15 +110,18 @@ class _Run:
         self.publish(ExecutionStart(pid), record=True)
         order = plan(self.report.nodes, self.report.outputs)
         keys = self.compute_keys(order)
-        cached = [nid for nid in order if keys[nid] in self.ex.cache]
-        self.result.cached = cached
-        self.publish(ExecutionCached(cached, pid), record=True)
+        hits = {nid: entry for nid in order if (entry := self.ex.cache.get(keys[nid])) is not None}
+        self.result.cached = list(hits)
+        self.publish(ExecutionCached(self.result.cached, pid), record=True)
         values = self.result.values
         current = ""
         try:
-            for nid in order:
+            for nid in self.required(order, hits):
                 current = nid
-                values[nid] = self.reuse(nid, keys[nid]) or self.execute_node(nid, keys[nid], values)
+                if nid in hits:
+                    values[nid] = self.reuse(nid, hits[nid])
+                else:
+                    values[nid] = self.execute_node(nid, keys[nid], values)
         except NodeFailed as failure:
             self.fail(failure)
             return self.result
@@ -127,6 +130,17 @@ class _Run:
             return self.result
         self.publish(ExecutionSuccess(pid), record=True)
         return self.result
+
+    def required(self, order: list[str], hits: dict[str, CacheEntry]) -> list[str]:
+        """The nodes whose values this run needs: outputs, and the inputs of every node that must run.
+
+        A cached node's ancestors are not needed, so a cached result never forces re-running its upstream.
+        """
+        needed = set(self.report.outputs)
+        for nid in reversed(order):
+            if nid in needed and nid not in hits:
+                needed.update(link.node for link in self.report.nodes[nid].links.values())
+        return [nid for nid in order if nid in needed]
 
     def compute_keys(self, order: list[str]) -> dict[str, str]:
         keys: dict[str, str] = {}
@@ -138,10 +152,7 @@ class _Run:
                                  nid if spec.not_idempotent else None)
         return keys
 
-    def reuse(self, nid: str, key: str) -> CacheEntry | None:
-        entry = self.ex.cache.get(key)
-        if entry is None:
-            return None
+    def reuse(self, nid: str, entry: CacheEntry) -> CacheEntry:
         if entry.ui is not None:
             self.result.outputs[nid] = entry.ui
             self.publish(Executed(nid, entry.ui, self.result.prompt_id))

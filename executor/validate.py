@@ -24,7 +24,7 @@ import networkx as nx
 from nodes.api import Environment, InputSpec, NodeSpec
 from nodes.registry import Registry, input_options, render_input
 from nodes.types import ANY, types_compatible
-from executor.workflow import Link, Workflow, WorkflowError
+from executor.workflow import Link, Workflow, WorkflowError, Wrapped
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +195,10 @@ def _check_link(inp: InputSpec, link: Link, specs: dict[str, NodeSpec | None], w
 
 
 def _check_constant(inp: InputSpec, value: Any, env: Environment) -> tuple[InputError | None, Any]:
-    extra = {"input_name": inp.name, "received_value": value}
-    if isinstance(value, list):
+    extra = {"input_name": inp.name, "received_value": value.value if isinstance(value, Wrapped) else value}
+    if isinstance(value, Wrapped):
+        value = value.value
+    elif isinstance(value, list):
         return InputError("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]",
                           f"{inp.name}: a list of length {len(value)} is neither a link nor a value", extra), None
     if not inp.type.is_widget:

@@ -41,6 +41,13 @@ class Link:
         return [self.node, self.slot]
 
 
+@dataclass(frozen=True, slots=True)
+class Wrapped:
+    """A constant written as `{"__value__": x}` (so that a list constant is not taken for a link)."""
+
+    value: Any
+
+
 @dataclass(slots=True)
 class WorkflowNode:
     id: str
@@ -80,8 +87,8 @@ class _ApiNode(BaseModel):
 def _api_value(value: Any) -> Any:
     if isinstance(value, Link):
         return value.to_api()
-    if isinstance(value, list) and len(value) == 2:
-        return {"__value__": value}
+    if isinstance(value, Wrapped):
+        return {"__value__": value.value}
     return value
 
 
@@ -89,7 +96,7 @@ def _parse_value(value: Any) -> Any:
     if isinstance(value, list) and len(value) == 2:
         return Link(str(value[0]) if isinstance(value[0], (str, int)) else value[0], value[1])
     if isinstance(value, dict) and set(value) == {"__value__"}:
-        return value["__value__"]
+        return Wrapped(value["__value__"])
     return value
 
 

@@ -158,6 +158,18 @@ class Blob(Node):
         return numpy.zeros(self.size, dtype=numpy.uint8)
 
 
+@node(category="test/data", version="1.0.0")
+class Length(Node):
+    """The size of a payload plus a number."""
+
+    blob: Tensorish = Input()
+    plus: int = Input(0, ge=0, le=100)
+
+    def run(self, ctx: Context) -> Number:
+        record(self)
+        return float(len(self.blob) + self.plus)
+
+
 @node(category="test/io", version="1.0.0")
 class ReadFile(Node):
     """Read a text file from the input folder (fingerprinted by mtime and size)."""

@@ -1,0 +1,158 @@
+"""latentloom command line: `serve`, `run`, `validate`, `nodes`.
+
+    python main.py serve [--listen 127.0.0.1] [--port 8188] [--data-dir data]
+    python main.py run WORKFLOW.json        # headless; exit 1 on invalid input, 2 on a failed run
+    python main.py validate WORKFLOW.json   # prints the validation report; exit 1 when not clean
+    python main.py nodes                    # node types with their inputs and outputs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from nodes.paths import DATA_DIR_ENV
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentloom", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None, help=f"data folder (default: ${DATA_DIR_ENV} or ./data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the HTTP/websocket server and the editor")
+    serve.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8188)
+    serve.add_argument("--preview", action="store_true", help="send live previews while sampling")
+    serve.add_argument("--auth-token", default=None, help="token required when listening beyond loopback")
+    serve.add_argument("--no-auth", action="store_true", help="waive the token on a non-loopback address")
+    run = sub.add_parser("run", help="run a workflow headless and write its outputs")
+    run.add_argument("workflow", type=Path)
+    run.add_argument("--target", action="append", help="only run these output node ids")
+    validate = sub.add_parser("validate", help="validate a workflow and print the report")
+    validate.add_argument("workflow", type=Path)
+    sub.add_parser("nodes", help="list node types with their inputs and outputs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+def make_environment(args: argparse.Namespace):
+    from nodes.api import Environment
+    from nodes.paths import DataPaths
+
+    return Environment(DataPaths(args.data_dir))
+
+
+def load_report(args: argparse.Namespace, env, targets: list[str] | None = None):
+    from executor.validate import validate
+    from executor.workflow import WorkflowError, parse_workflow
+    from nodes.builtin import builtin_registry
+
+    try:
+        text = args.workflow.read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {args.workflow}: {exc.strerror}", file=sys.stderr)
+        return None
+    try:
+        workflow = parse_workflow(text)
+    except WorkflowError as exc:
+        print(f"error: {args.workflow}: {exc.message}: {exc.details}", file=sys.stderr)
+        return None
+    return validate(workflow, builtin_registry(), env, targets)
+
+
+def print_report(report, stream=sys.stderr) -> None:
+    if report.error is not None:
+        print(f"error: {report.error.message}", file=stream)
+        for line in filter(None, report.error.details.splitlines()):
+            print(f"  {line}", file=stream)
+    for nid, entry in report.node_errors().items():
+        for err in entry["errors"]:
+            print(f"node {nid} ({entry['class_type']}): {err['type']}: {err['message']}: {err['details']}",
+                  file=stream)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    report = load_report(args, make_environment(args))
+    if report is None:
+        return 1
+    print_report(report, sys.stdout)
+    if report.clean:
+        print(f"ok: outputs {', '.join(report.outputs)}")
+    return 0 if report.clean else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from executor.run import Executor
+
+    env = make_environment(args)
+    report = load_report(args, env, args.target)
+    if report is None:
+        return 1
+    print_report(report)
+    if not report.ok:
+        return 1
+    executor = Executor(env)
+    if sys.stderr.isatty():
+        executor.subscribe(ProgressPrinter())
+    result = executor.execute(report, prompt_id=str(uuid.uuid4()))
+    for nid, ui in result.outputs.items():
+        for image in ui.get("images", []):
+            folder = getattr(env.paths, image.get("type", "output"))
+            print(folder / image.get("subfolder", "") / image["filename"])
+        for text in ui.get("text", []):
+            print(text)
+    if result.error is not None:
+        data = result.error.data()
+        print(f"error: node {data['node_id']} ({data['node_type']}): "
+              f"{data.get('exception_message', 'interrupted')}", file=sys.stderr)
+        return 2
+    return 0
+
+
+class ProgressPrinter:
+    """A one-line progress bar on stderr for `run`."""
+
+    def __call__(self, event: Any) -> None:
+        if event.type == "executing" and event.node is not None:
+            print(f"\r\033[K[{event.node}] running", end="", file=sys.stderr, flush=True)
+        elif event.type == "progress":
+            done = int(20 * event.value / max(event.max, 1))
+            print(f"\r\033[K[{event.node}] [{'#' * done}{'.' * (20 - done)}] {event.value}/{event.max}",
+                  end="", file=sys.stderr, flush=True)
+        elif event.type in ("execution_success", "execution_error", "execution_interrupted"):
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    from nodes.builtin import builtin_registry
+
+    for spec in sorted(builtin_registry(), key=lambda s: (s.category, s.name)):
+        aliases = f" (also {', '.join(spec.aliases)})" if spec.aliases else ""
+        print(f"{spec.name}{aliases} [{spec.category}] v{spec.version}")
+        for inp in spec.inputs:
+            flag = "" if inp.required else " (optional)"
+            print(f"    in  {inp.name}: {inp.type.name}{flag}")
+        for out in spec.outputs:
+            print(f"    out {out.name}: {out.type}{' (list)' if out.is_list else ''}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.app import serve
+
+    return serve(args)
+
+
+COMMANDS = {"serve": cmd_serve, "run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes}
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # e.g. `main.py nodes | head`
+        sys.exit(0)

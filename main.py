@@ -27,12 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--preview", action="store_true", help="send live previews while sampling")
     serve.add_argument("--auth-token", default=None, help="token required when listening beyond loopback")
     serve.add_argument("--no-auth", action="store_true", help="waive the token on a non-loopback address")
+    serve.add_argument("--demo-if-empty", action="store_true",
+                       help="write the tiny demo checkpoint when models/checkpoints has none")
     run = sub.add_parser("run", help="run a workflow headless and write its outputs")
     run.add_argument("workflow", type=Path)
     run.add_argument("--target", action="append", help="only run these output node ids")
     validate = sub.add_parser("validate", help="validate a workflow and print the report")
     validate.add_argument("workflow", type=Path)
     sub.add_parser("nodes", help="list node types with their inputs and outputs")
+    sub.add_parser("demo-checkpoint", help="write the tiny random-weight demo checkpoint (produces noise)")
     return parser
 
 
@@ -143,13 +146,29 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_CHECKPOINT = "latentloom-demo-tiny.safetensors"
+
+
+def cmd_demo_checkpoint(args: argparse.Namespace) -> int:
+    """Write a tiny random-weight SD1.x checkpoint in the real single-file layout; it only makes noise."""
+    from nodes.sd.tiny import write_single_file
+
+    target = make_environment(args).paths.models("checkpoints") / DEMO_CHECKPOINT
+    write_single_file("sd1", target, seed=0)
+    print(target)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import serve
 
+    if args.demo_if_empty and not make_environment(args).paths.model_files("checkpoints"):
+        cmd_demo_checkpoint(args)
     return serve(args)
 
 
-COMMANDS = {"serve": cmd_serve, "run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes}
+COMMANDS = {"serve": cmd_serve, "run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes,
+            "demo-checkpoint": cmd_demo_checkpoint}
 
 if __name__ == "__main__":
     try:

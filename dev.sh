@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up (virtualenv + dependencies) and then serve or test. Safe to run again: set-up steps are skipped when
+# their inputs have not changed.
+#   ./dev.sh serve [main.py serve options]   set up, write the demo checkpoint if no checkpoint exists, serve
+#   ./dev.sh test  [pytest options]          set up with test extras (and the browser), run the whole suite
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+VENV=.venv
+TORCH_VERSION=2.13.0   # the CPU build on these machines' disk; pyproject allows users newer releases
+
+setup_python() {
+  local extras=$1 stamp="$VENV/.installed-$1"
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+  fi
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    "$VENV/bin/pip" install --quiet --upgrade pip
+    "$VENV/bin/pip" install --quiet "torch==$TORCH_VERSION"
+    "$VENV/bin/pip" install --quiet -e ".[$extras]"
+    touch "$stamp"
+  fi
+}
+
+setup_web() {
+  if [ -x web/setup.sh ]; then
+    web/setup.sh "$@"
+  fi
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  serve)
+    setup_python serve
+    setup_web
+    exec "$VENV/bin/python" main.py serve --demo-if-empty "$@"
+    ;;
+  test)
+    setup_python test
+    setup_web --with-browser
+    export HF_HUB_OFFLINE=1
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./dev.sh serve|test [options]" >&2
+    exit 64
+    ;;
+esac

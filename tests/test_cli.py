@@ -1,0 +1,76 @@
+"""main.py: run, validate and nodes, as a user calls them (a subprocess, real files)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, data_dir):
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), "--data-dir", str(data_dir), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+GOOD = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 41}, "_meta": {"title": "n"}},
+        "2": {"class_type": "PrimitiveString", "inputs": {"value": "hello"}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+        "4": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+
+
+def test_run_prints_outputs(tmp_path):
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(GOOD))
+    done = cli("run", str(path), data_dir=tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["41", "hello"]
+
+
+def test_run_target_limits_outputs(tmp_path):
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(GOOD))
+    done = cli("run", str(path), "--target", "4", data_dir=tmp_path / "data")
+    assert done.returncode == 0 and done.stdout.split() == ["hello"]
+
+
+def test_validate_reports_every_error_and_exits_nonzero(tmp_path):
+    bad = json.loads(json.dumps(GOOD))
+    bad["1"]["inputs"]["value"] = "many"
+    bad["4"]["inputs"] = {}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    done = cli("validate", str(path), data_dir=tmp_path / "data")
+    assert done.returncode == 1
+    assert "node 1 (PrimitiveInt): invalid_input_type" in done.stdout
+    assert "node 4 (PreviewAny): required_input_missing" in done.stdout
+    run = cli("run", str(path), data_dir=tmp_path / "data")
+    assert run.returncode == 1 and "invalid_input_type" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_clean_validate(tmp_path):
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(GOOD))
+    done = cli("validate", str(path), data_dir=tmp_path / "data")
+    assert done.returncode == 0 and done.stdout.strip() == "ok: outputs 3, 4"
+
+
+def test_malformed_and_missing_files_get_clear_errors(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"1": {"class_type": "PrimitiveInt",')
+    done = cli("run", str(path), data_dir=tmp_path / "data")
+    assert done.returncode == 1 and "Invalid JSON" in done.stderr and "Traceback" not in done.stderr
+    done = cli("validate", str(tmp_path / "nope.json"), data_dir=tmp_path / "data")
+    assert done.returncode == 1 and "cannot read" in done.stderr
+    path.write_text('{"1": {"class_type": "NoSuchNode", "inputs": {}}}')
+    done = cli("validate", str(path), data_dir=tmp_path / "data")
+    assert done.returncode == 1 and "NoSuchNode" in done.stdout
+
+
+def test_nodes_lists_inputs_and_outputs(tmp_path):
+    done = cli("nodes", data_dir=tmp_path / "data")
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    at = lines.index("PrimitiveInt [utils/primitive] v1.0.0")
+    assert lines[at + 1].split() == ["in", "value:", "INT"] and lines[at + 2].split() == ["out", "INT:", "INT"]

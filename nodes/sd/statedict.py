@@ -1,0 +1,126 @@
+"""Reading a single-file checkpoint's tensors: names and shapes first, data only when asked, memory-mapped.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header (tensor name -> dtype, shape, byte
+range; plus an optional "__metadata__" of strings) and the raw data. Detection needs only names and shapes, so
+`open_state_dict` parses the header itself (cheap, and it lets us say precisely why a file is unreadable or
+truncated) and hands out tensors through safetensors' `safe_open`, whose tensors are views of a memory map of
+the file: assigning them into a module makes no copy in RAM.
+
+Pickle checkpoints (.ckpt/.pt/...) can run code when unpickled, so they are read only when the caller opts in
+(`allow_pickle=True`), and then with `torch.load(weights_only=True)`; a top-level "state_dict" is unwrapped.
+
+Public API:
+- `StateDict`: `.path`, `.shapes` (name -> shape), `.metadata` (str -> str), `.tensors(keys=None) -> dict`.
+- `open_state_dict(path, *, allow_pickle=False) -> StateDict`, raising `CheckpointError` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from nodes.sd.errors import CheckpointError
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".pt2", ".bin", ".pkl"}
+# A header larger than this is not a checkpoint header (real SDXL files have ~200 KB headers).
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass
+class StateDict:
+    """A checkpoint's tensor names and shapes; the tensors themselves are read on demand."""
+
+    path: Path
+    shapes: dict[str, tuple[int, ...]]
+    metadata: dict[str, str] = field(default_factory=dict)
+    # Only for pickle checkpoints, which cannot be read lazily: the tensors already in memory.
+    _loaded: dict[str, torch.Tensor] | None = None
+
+    def tensors(self, keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """The tensors named by `keys` (all when None), memory-mapped for safetensors files."""
+        wanted = list(self.shapes) if keys is None else list(keys)
+        if self._loaded is not None:
+            return {key: self._loaded[key] for key in wanted}
+        try:
+            with safe_open(str(self.path), framework="pt", device="cpu") as handle:
+                return {key: handle.get_tensor(key) for key in wanted}
+        except Exception as exc:  # safetensors raises its own error types; the caller needs ours
+            raise CheckpointError(self.path, f"could not read tensors ({exc})") from exc
+
+
+def open_state_dict(path: str | Path, *, allow_pickle: bool = False) -> StateDict:
+    """Open a single-file checkpoint: safetensors always, pickle formats only with `allow_pickle`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such file")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise CheckpointError(
+                path,
+                "pickle checkpoints can run code when loaded; loading one needs the explicit opt-in "
+                "(allow_pickle=True), or convert it to .safetensors",
+            )
+        return _open_pickle(path)
+    shapes, metadata = read_safetensors_header(path)
+    return StateDict(path=path, shapes=shapes, metadata=metadata)
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Names -> shapes and the metadata of a safetensors file, checking that the data is all there."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(path, "not a safetensors file (shorter than a header)")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(size - 8, _MAX_HEADER_BYTES):
+            raise CheckpointError(path, "not a safetensors file (no valid header)")
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(path, "not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "not a safetensors file (header is not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    data_end = 0
+    for name, info in header.items():
+        try:
+            shapes[name] = tuple(int(d) for d in info["shape"])
+            data_end = max(data_end, int(info["data_offsets"][1]))
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise CheckpointError(path, f"not a safetensors file (bad header entry {name!r})") from None
+    if 8 + header_len + data_end > size:
+        raise CheckpointError(
+            path, f"truncated file ({size} bytes, the header describes {8 + header_len + data_end})"
+        )
+    return shapes, {str(k): str(v) for k, v in metadata.items()}
+
+
+def _open_pickle(path: Path) -> StateDict:
+    try:
+        # mmap keeps the weights in the file's pages (zip-format files only; the legacy format cannot map).
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        loaded = None
+    except Exception as exc:
+        raise CheckpointError(path, f"could not read pickle checkpoint ({type(exc).__name__}: {exc})") from exc
+    if loaded is None:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(path, f"could not read pickle checkpoint ({type(exc).__name__}: {exc})") from exc
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise CheckpointError(path, f"pickle checkpoint holds a {type(loaded).__name__}, not a state dict")
+    tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    return StateDict(path=path, shapes=shapes, _loaded=tensors)

@@ -1,0 +1,255 @@
+"""The CLIP handle: prompt text → conditioning tensors for SD1, SD2 and SDXL (reference §6.10, §6.3).
+
+`TextEncoder(family, models, layer=None)` wraps already-loaded transformers text models (the checkpoint loader
+builds them; this module never loads files) with the facts of their model family:
+
+| family | encoders (key: class) | pad | default layer | LayerNorm on a hidden layer | cond dim | pooled |
+|---|---|---|---|---|---|---|
+| `sd1` | `l`: CLIPTextModel | 49407 | last | yes | 768 | L, unprojected |
+| `sd2` | `h`: CLIPTextModel | 0 | −2 | yes | 1024 | H, unprojected |
+| `sdxl` | `l`: CLIPTextModel, `g`: CLIPTextModelWithProjection | 49407 / 0 | −2 / −2 | no | 768 + 1280 = 2048 | G, projected (1280) |
+| `sdxl_refiner` | `g`: CLIPTextModelWithProjection | 0 | −2 | no | 1280 | G, projected |
+
+SDXL uses the penultimate layer of both encoders without the final LayerNorm (reference §6.10.7; the SDXL
+release code and diffusers' `hidden_states[-2]` agree). SD2 uses the penultimate layer of ViT-H *with* the final
+LayerNorm, as the SD2 release code does. The sd2 pooled vector (unused by SD2 UNets) is the unprojected one.
+
+Public API:
+
+* `encode(text) -> TextEncoding(cond [1, 77·k, D] float32, pooled [1, P] float32)` — CLIPTextEncode.
+* `encode_sdxl(text_g, text_l)` — CLIPTextEncodeSDXL's separate texts; the shorter token list is padded with
+  empty chunks before encoding.
+* `with_last_layer(n)` — CLIPSetLastLayer: a clone sharing the weights that reads hidden layer `n` (−24 … −1) of
+  every encoder; `n` beyond an encoder's depth falls back to its final output.
+* `tokenize(text)`, `encode_tokens(tokens)` — the two halves of `encode`, for callers that edit tokens.
+* `sdxl_add_time_ids(...)`, `sdxl_refiner_add_time_ids(...)` — SDXL size conditioning as diffusers' UNet takes
+  it (`added_cond_kwargs["time_ids"]`); the UNet computes the 256-dim sinusoidal embeddings itself.
+
+Encoding rules (§6.10.3–6): the chunks of one encoder, plus one empty sequence `[start, end, pad …]` when any
+weight is ≠ 1, run as one batch with only the causal attention mask. A weighted token becomes
+`z_empty + (z − z_empty)·w` at its position (no renormalisation). Chunks are concatenated along the token axis;
+the pooled vector comes from the first chunk's end token in the final (LayerNormed) output, through the text
+projection where the family says so. Results are float32 on the CPU whatever the models' device and dtype
+(the sampler moves them); running fp16 weights in float32 is the device manager's job, not this module's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, PreTrainedModel
+
+from nodes.sd.tokenizer import END_ID, PAD_WITH_END, PAD_WITH_ZERO, PromptTokenizer, TokenChunk
+
+#: CLIPSetLastLayer's range.
+MIN_LAYER, MAX_LAYER = -24, -1
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What one text encoder of a family needs besides its weights."""
+
+    key: str  # "l", "h" or "g": the key in the loader's dict of text encoders
+    pad_id: int
+    default_layer: int | None  # hidden layer read by default; None = the final (LayerNormed) output
+    norm_hidden_layer: bool  # apply the final LayerNorm to a hidden layer picked by index
+    projected_pooled: bool  # pooled vector goes through text_projection (needs CLIPTextModelWithProjection)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family's text encoders, in the order their outputs are concatenated on the feature axis."""
+
+    name: str
+    encoders: tuple[ClipSpec, ...]
+    pooled_from: str
+
+
+_L_SD1 = ClipSpec("l", PAD_WITH_END, None, norm_hidden_layer=True, projected_pooled=False)
+_H_SD2 = ClipSpec("h", PAD_WITH_ZERO, -2, norm_hidden_layer=True, projected_pooled=False)
+_L_SDXL = ClipSpec("l", PAD_WITH_END, -2, norm_hidden_layer=False, projected_pooled=False)
+_G_SDXL = ClipSpec("g", PAD_WITH_ZERO, -2, norm_hidden_layer=False, projected_pooled=True)
+
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        Family("sd1", (_L_SD1,), pooled_from="l"),
+        Family("sd2", (_H_SD2,), pooled_from="h"),
+        Family("sdxl", (_L_SDXL, _G_SDXL), pooled_from="g"),
+        Family("sdxl_refiner", (_G_SDXL,), pooled_from="g"),
+    )
+}
+
+TextModel = CLIPTextModel | CLIPTextModelWithProjection
+
+
+class TextEncoding(NamedTuple):
+    """CLIPTextEncode's result: `cond` [1, 77·k, D] and `pooled` [1, P], float32 on the CPU."""
+
+    cond: torch.Tensor
+    pooled: torch.Tensor
+
+
+class TextEncoder:
+    """A CLIP handle: one family's tokenizers and text models, plus the CLIPSetLastLayer choice.
+
+    Args:
+        family: a `Family` or its name in `FAMILIES` (`"sd1"`, `"sd2"`, `"sdxl"`, `"sdxl_refiner"`).
+        models: the loaded text models by key (`"l"`, `"h"`, `"g"`); keys the family does not use are ignored.
+        layer: CLIPSetLastLayer's `stop_at_clip_layer` (−24 … −1), or None for the family's default.
+        layers_missing: per key, how many of the original encoder's last layers the loaded model lacks (SD2
+            diffusers folders drop ViT-H's last layer). Layer n is then read at hidden-state index n + missing;
+            a layer that is missing falls back to the deepest one present.
+    """
+
+    def __init__(
+        self,
+        family: Family | str,
+        models: Mapping[str, PreTrainedModel],
+        layer: int | None = None,
+        layers_missing: Mapping[str, int] | None = None,
+    ):
+        self.family = FAMILIES[family] if isinstance(family, str) else family
+        if layer is not None and not MIN_LAYER <= layer <= MAX_LAYER:
+            raise ValueError(f"CLIP layer must be in {MIN_LAYER}..{MAX_LAYER}, got {layer}")
+        self.layer = layer
+        self.layers_missing = {spec.key: (layers_missing or {}).get(spec.key, 0) for spec in self.family.encoders}
+        self.models: dict[str, TextModel] = {}
+        for spec in self.family.encoders:
+            model = models.get(spec.key)
+            wanted = CLIPTextModelWithProjection if spec.projected_pooled else (CLIPTextModel, CLIPTextModelWithProjection)
+            if not isinstance(model, wanted):
+                raise TypeError(f"{self.family.name} needs text encoder {spec.key!r} as {wanted}, got {type(model)}")
+            self.models[spec.key] = model
+        self.tokenizers = {spec.key: PromptTokenizer(spec.pad_id) for spec in self.family.encoders}
+
+    def with_last_layer(self, layer: int) -> TextEncoder:
+        """CLIPSetLastLayer: a clone reading hidden layer `layer` (−1 = last, −2 = "clip skip 2"); shares weights."""
+        return TextEncoder(self.family, self.models, layer=layer, layers_missing=self.layers_missing)
+
+    def tokenize(self, text: str) -> dict[str, list[TokenChunk]]:
+        """Chunks of `text` for every encoder of the family."""
+        return {key: tokenizer.tokenize(text) for key, tokenizer in self.tokenizers.items()}
+
+    def tokenize_sdxl(self, text_g: str, text_l: str) -> dict[str, list[TokenChunk]]:
+        """CLIPTextEncodeSDXL's tokens: G from `text_g`, L from `text_l`, equal chunk counts."""
+        tokens = {"g": self.tokenizers["g"].tokenize(text_g), "l": self.tokenizers["l"].tokenize(text_l)}
+        count = max(len(chunks) for chunks in tokens.values())
+        for key, chunks in tokens.items():
+            chunks.extend([self.tokenizers[key].empty_chunk()] * (count - len(chunks)))
+        return tokens
+
+    def encode(self, text: str) -> TextEncoding:
+        """CLIPTextEncode: conditioning and pooled vector for a prompt in the weighting syntax."""
+        return self.encode_tokens(self.tokenize(text))
+
+    def encode_sdxl(self, text_g: str, text_l: str) -> TextEncoding:
+        """CLIPTextEncodeSDXL's encoding (the size fields go to `sdxl_add_time_ids`)."""
+        if set(self.tokenizers) != {"l", "g"}:
+            raise ValueError(f"encode_sdxl needs an SDXL text encoder, this one is {self.family.name}")
+        return self.encode_tokens(self.tokenize_sdxl(text_g, text_l))
+
+    def encode_tokens(self, tokens: Mapping[str, Sequence[TokenChunk]]) -> TextEncoding:
+        """Encode chunks for every encoder and join them on the feature axis (cut to the shortest)."""
+        conds, pooled = [], None
+        for spec in self.family.encoders:
+            missing = self.layers_missing[spec.key]
+            result = encode_chunks(self.models[spec.key], spec, self.layer, tokens[spec.key], missing)
+            conds.append(result.cond)
+            if spec.key == self.family.pooled_from:
+                pooled = result.pooled
+        length = min(cond.shape[1] for cond in conds)
+        return TextEncoding(torch.cat([cond[:, :length] for cond in conds], dim=-1), pooled)
+
+
+def encode_chunks(
+    model: TextModel, spec: ClipSpec, layer: int | None, chunks: Sequence[TokenChunk], layers_missing: int = 0
+) -> TextEncoding:
+    """One encoder: run the chunks (+ the empty sequence if weighted) as one batch, weight, concatenate.
+
+    `layer` None means the family's default layer; `layers_missing` as in `TextEncoder`.
+    """
+    if not chunks:
+        raise ValueError("nothing to encode: at least one chunk is needed")
+    weighted = any(chunk.is_weighted for chunk in chunks)
+    batch = list(chunks) + ([PromptTokenizer(spec.pad_id).empty_chunk()] if weighted else [])
+    ids = torch.tensor([chunk.ids for chunk in batch], dtype=torch.long, device=model.device)
+    with torch.no_grad():
+        output = model(input_ids=ids, output_hidden_states=True)
+        final = output.last_hidden_state  # after the final LayerNorm
+        hidden = _select_layer(model, spec, layer, layers_missing, output.hidden_states, final)
+        # Pool (and project) every row, then keep the first: a [1, D] matmul can round differently from the
+        # batched one the model itself (and ComfyUI) computes.
+        ends = torch.tensor([chunk.ids.index(END_ID) for chunk in batch], device=final.device)
+        pooled = final[torch.arange(len(batch), device=final.device), ends]
+        if spec.projected_pooled:
+            pooled = model.text_projection(pooled)
+        pooled = pooled[:1]
+    z = hidden.float()
+    if weighted:
+        z = _apply_weights(z[: len(chunks)], z[-1], chunks)
+    cond = z.reshape(1, -1, z.shape[-1]).cpu()
+    return TextEncoding(cond, pooled.float().cpu())
+
+
+def _select_layer(
+    model: TextModel, spec: ClipSpec, layer: int | None, layers_missing: int, hidden_states, final: torch.Tensor
+) -> torch.Tensor:
+    """The hidden state CLIPSetLastLayer asks for; `hidden_states[0]` is the embedding output."""
+    index = spec.default_layer if layer is None else layer
+    if index is None:
+        return final
+    index = min(index + layers_missing, -1)
+    if -index > len(hidden_states) - 1:
+        # Deeper than the model: ComfyUI falls back to the final output, as if no layer had been set.
+        return final
+    hidden = hidden_states[index]
+    return _final_layer_norm(model)(hidden) if spec.norm_hidden_layer else hidden
+
+
+def _final_layer_norm(model: TextModel) -> torch.nn.Module:
+    # The LayerNorm sits at `final_layer_norm` (transformers 5 CLIPTextModel) or `text_model.final_layer_norm`
+    # (CLIPTextModelWithProjection; transformers 4 CLIPTextModel).
+    modules = dict(model.named_modules())
+    return modules["final_layer_norm"] if "final_layer_norm" in modules else modules["text_model.final_layer_norm"]
+
+
+def _apply_weights(z: torch.Tensor, z_empty: torch.Tensor, chunks: Sequence[TokenChunk]) -> torch.Tensor:
+    """z[j] ← (z[j] − z_empty[j])·w + z_empty[j] where w ≠ 1; other positions are left bit-identical."""
+    weights = torch.tensor([chunk.weights for chunk in chunks], dtype=z.dtype, device=z.device).unsqueeze(-1)
+    interpolated = (z - z_empty) * weights + z_empty
+    return torch.where(weights != 1.0, interpolated, z)
+
+
+def sdxl_add_time_ids(
+    width: int,
+    height: int,
+    crop_w: int = 0,
+    crop_h: int = 0,
+    target_width: int | None = None,
+    target_height: int | None = None,
+) -> torch.Tensor:
+    """SDXL size conditioning `[[height, width, crop_h, crop_w, target_height, target_width]]`, float32 [1, 6].
+
+    This is diffusers' `add_time_ids` (original_size + crops_coords_top_left + target_size) and the order of
+    the six 256-dim embeddings in ComfyUI's `y` (§6.3). `crop_h`/`crop_w` are the top/left crop offsets. When a
+    conditioning has no size fields (plain CLIPTextEncode), pass the sampled image size, 8 × the latent size;
+    the targets default to width/height.
+    """
+    target_width = width if target_width is None else target_width
+    target_height = height if target_height is None else target_height
+    values = [height, width, crop_h, crop_w, target_height, target_width]
+    return torch.tensor([values], dtype=torch.float32)
+
+
+def sdxl_refiner_add_time_ids(
+    width: int, height: int, crop_w: int = 0, crop_h: int = 0, aesthetic_score: float = 6.0
+) -> torch.Tensor:
+    """SDXL refiner size conditioning `[[height, width, crop_h, crop_w, aesthetic_score]]`, float32 [1, 5].
+
+    ComfyUI's CLIPTextEncodeSDXLRefiner defaults the score to 6.0; negative prompts conventionally use 2.5.
+    """
+    return torch.tensor([[height, width, crop_h, crop_w, aesthetic_score]], dtype=torch.float32)

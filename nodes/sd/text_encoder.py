@@ -1,7 +1,8 @@
 """The CLIP handle: prompt text → conditioning tensors for SD1, SD2 and SDXL (reference §6.10, §6.3).
 
-`TextEncoder(family, models, layer=None)` wraps already-loaded transformers text models (the checkpoint loader
-builds them; this module never loads files) with the facts of their model family:
+`TextEncoder(family, models, layer=None, layers_missing=None)` wraps already-loaded transformers text models
+(the checkpoint loader builds them, keyed "l"/"h"/"g"; this module never loads files) with the facts of their
+model family:
 
 | family | encoders (key: class) | pad | default layer | LayerNorm on a hidden layer | cond dim | pooled |
 |---|---|---|---|---|---|---|

@@ -7,7 +7,7 @@ the server encodes into a binary frame. The executor publishes events to subscri
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 
@@ -20,7 +20,8 @@ class Event:
     type: ClassVar[str]
 
     def data(self) -> dict[str, Any]:
-        return asdict(self)
+        """The websocket message's `data` (shallow: events are frozen and their lists are not reused)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def message(self) -> dict[str, Any]:
         return {"type": self.type, "data": self.data()}

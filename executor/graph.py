@@ -1,23 +1,35 @@
-"""Planning: which nodes a run needs, in an order where every node comes after the nodes it links to."""
+"""Graph planning (networkx): the link graph of a workflow, its cycles, and a topological order.
+
+A node comes after every node it links to. Ties keep workflow order, so runs are reproducible. The order of the
+whole graph restricted to the nodes a run needs is a valid order for them, which keeps planning linear.
+"""
 from __future__ import annotations
+
+from typing import Iterable
 
 import networkx as nx
 
-from executor.validate import ValidNode
+from executor.workflow import Link, Workflow
 
 
-def plan(nodes: dict[str, ValidNode], outputs: list[str]) -> list[str]:
-    """The ancestors of `outputs` (and the outputs), topologically sorted; ties keep workflow order."""
+def link_graph(workflow: Workflow) -> nx.DiGraph:
+    """Edges source → consumer for every link between existing nodes."""
     graph = nx.DiGraph()
-    stack = list(outputs)
-    seen = set(stack)
-    graph.add_nodes_from(stack)
-    while stack:
-        nid = stack.pop()
-        for link in nodes[nid].links.values():
-            graph.add_edge(link.node, nid)
-            if link.node not in seen:
-                seen.add(link.node)
-                stack.append(link.node)
-    order = {nid: i for i, nid in enumerate(nodes)}
-    return list(nx.lexicographical_topological_sort(graph, key=order.__getitem__))
+    graph.add_nodes_from(workflow.nodes)
+    for nid, n in workflow.nodes.items():
+        graph.add_edges_from((v.node, nid) for v in n.inputs.values()
+                             if isinstance(v, Link) and v.node in workflow.nodes)
+    return graph
+
+
+def cycles(graph: nx.DiGraph) -> list[set[str]]:
+    """Each group of nodes that depend on each other (a strongly connected component with a cycle)."""
+    return [c for c in nx.strongly_connected_components(graph)
+            if len(c) > 1 or any(graph.has_edge(n, n) for n in c)]
+
+
+def plan(graph: nx.DiGraph, needed: Iterable[str], skip: set[str] = frozenset()) -> list[str]:
+    """`needed` in topological order; nodes in `skip` (those on cycles) are left out."""
+    wanted = set(needed) - skip
+    acyclic = graph.subgraph(set(graph) - skip) if skip else graph
+    return [nid for nid in nx.topological_sort(acyclic) if nid in wanted]

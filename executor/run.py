@@ -25,7 +25,6 @@ from nodes.api import Context, Environment, Interrupted, NodeSpec
 from executor.cache import CacheEntry, MemoryCache, estimate_nbytes, node_key
 from executor.events import (Event, Executed, Executing, ExecutionCached, ExecutionError, ExecutionInterrupted,
                              ExecutionStart, ExecutionSuccess, Preview, Progress)
-from executor.graph import plan
 from executor.validate import ValidationReport, ValidNode
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ class _Run:
     def go(self) -> RunResult:
         pid = self.result.prompt_id
         self.publish(ExecutionStart(pid), record=True)
-        order = plan(self.report.nodes, self.report.outputs)
+        order = self.report.order
         keys = self.compute_keys(order)
         hits = {nid: entry for nid in order if (entry := self.ex.cache.get(keys[nid])) is not None}
         self.result.cached = list(hits)

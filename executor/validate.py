@@ -24,6 +24,7 @@ import networkx as nx
 from nodes.api import Environment, InputSpec, NodeSpec
 from nodes.registry import Registry, input_options, render_input
 from nodes.types import ANY, types_compatible
+from executor.graph import cycles, link_graph, plan
 from executor.workflow import Link, Workflow, WorkflowError, Wrapped
 
 
@@ -51,6 +52,7 @@ class ValidationReport:
     workflow: Workflow
     nodes: dict[str, ValidNode] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # the nodes the runnable outputs need, in run order
     errors: dict[str, list[InputError]] = field(default_factory=dict)
     dependent_outputs: dict[str, list[str]] = field(default_factory=dict)
     error: WorkflowError | None = None
@@ -93,38 +95,30 @@ def validate(workflow: Workflow, registry: Registry, env: Environment,
         report.error = WorkflowError("prompt_no_outputs", "Prompt has no outputs",
                                      "no output node" + (" among the targets" if targets is not None else ""))
         return report
-    graph = _link_graph(workflow)
+    graph = link_graph(workflow)
     upstream = {out: nx.ancestors(graph, out) | {out} for out in outputs}
     needed = set().union(*upstream.values())
-    cyclic = _check_cycles(graph.subgraph(needed), report)
-    for nid in nx.topological_sort(graph.subgraph(needed - cyclic)):
-        if specs[nid] is None or nid in report.errors:
-            continue
-        _check_node(workflow.nodes[nid].inputs, nid, specs[nid], specs, workflow, env, report)
+    cyclic = _report_cycles(graph, needed, report)
+    order = plan(graph, needed, cyclic)
+    for nid in order:
+        if specs[nid] is not None and nid not in report.errors:
+            _check_node(workflow.nodes[nid].inputs, nid, specs[nid], specs, workflow, env, report)
     _finish(upstream, report)
+    runnable = set().union(*(upstream[out] for out in report.outputs))
+    report.order = [nid for nid in order if nid in runnable]
     return report
 
 
-def _link_graph(workflow: Workflow) -> nx.DiGraph:
-    graph = nx.DiGraph()
-    graph.add_nodes_from(workflow.nodes)
-    for nid, n in workflow.nodes.items():
-        graph.add_edges_from((v.node, nid) for v in n.inputs.values()
-                             if isinstance(v, Link) and v.node in workflow.nodes)
-    return graph
-
-
-def _check_cycles(graph: nx.DiGraph, report: ValidationReport) -> set[str]:
-    """Report every node on a cycle; returns them."""
+def _report_cycles(graph: nx.DiGraph, needed: set[str], report: ValidationReport) -> set[str]:
+    """Report each needed node that sits on a cycle; returns every node on a cycle."""
     cyclic: set[str] = set()
-    for component in nx.strongly_connected_components(graph):
-        if len(component) > 1 or any(graph.has_edge(n, n) for n in component):
-            cyclic |= component
-            members = ", ".join(sorted(component, key=_id_order))
-            for nid in component:
-                report.errors.setdefault(nid, []).append(
-                    InputError("dependency_cycle", "Dependency cycle detected",
-                               f"nodes {members} depend on each other", {"cycle": sorted(component, key=_id_order)}))
+    for component in cycles(graph):
+        cyclic |= component
+        members = sorted(component, key=_id_order)
+        for nid in component & needed:
+            report.errors.setdefault(nid, []).append(
+                InputError("dependency_cycle", "Dependency cycle detected",
+                           f"nodes {', '.join(members)} depend on each other", {"cycle": members}))
     return cyclic
 
 

@@ -153,7 +153,12 @@ def _check_node(inputs: dict[str, Any], nid: str, spec: NodeSpec, specs: dict[st
         else:
             constants[inp.name] = coerced
     if not errors and not upstream_invalid:
-        message = spec.cls.validate_inputs(constants, env)
+        try:
+            message = spec.cls.validate_inputs(constants, env)
+        except Exception as exc:  # a node's own hook must not take validation down
+            message = None
+            errors.append(InputError("exception_during_validation", "Exception when validating node",
+                                     f"{type(exc).__name__}: {exc}", {"exception_type": type(exc).__name__}))
         if message:
             errors.append(InputError("custom_validation_failed", "Custom validation failed for node", message,
                                      {"class_type": spec.name}))
@@ -202,7 +207,11 @@ def _check_constant(inp: InputSpec, value: Any, env: Environment) -> tuple[Input
                           f"{inp.name}, {value!r}, a {inp.type.name} input takes a link, not a constant",
                           extra), None
     if inp.type.is_combo:
-        options = input_options(inp, env) or []
+        try:
+            options = input_options(inp, env) or []
+        except Exception as exc:  # a dynamic list that cannot be computed (e.g. an unreadable folder)
+            return InputError("exception_during_validation", "Exception when validating node",
+                              f"{inp.name}: cannot list options: {exc}", extra), None
         if str(value) not in options or not isinstance(value, (str, int, float)):
             shown = str(options) if len(options) <= 20 else f"(list of length {len(options)})"
             return InputError("value_not_in_list", "Value not in list", f"{inp.name}: '{value}' not in {shown}",

@@ -88,6 +88,8 @@ class Format(Node):
 
     @classmethod
     def validate_inputs(cls, inputs, env):
+        if inputs.get("template") == "crash":
+            raise KeyError("hook bug")
         if "template" in inputs and "{}" not in inputs["template"]:
             return "template must contain {}"
         return None

@@ -123,6 +123,16 @@ def test_custom_validation_hook(engine):
     assert err["type"] == "custom_validation_failed" and err["details"] == "template must contain {}"
 
 
+def test_exception_in_validation_hook_is_reported(engine):
+    wf = chain()
+    wf["4"] = {"class_type": "Format", "inputs": {"x": ["1", 0], "template": "crash"}}
+    wf["5"] = {"class_type": "Show", "inputs": {"value": ["4", 0]}}
+    report = engine.check(wf)
+    err = only_error(report, "4")
+    assert err["type"] == "exception_during_validation" and "hook bug" in err["details"]
+    assert report.ok and report.outputs == ["3"]
+
+
 def test_all_problems_in_one_report(engine):
     wf = chain(**{"2_factor": -5, "2_mode": "cube"})
     wf["4"] = {"class_type": "Divide", "inputs": {"y": 0}}

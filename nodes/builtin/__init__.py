@@ -5,7 +5,7 @@ import importlib
 
 from nodes.registry import Registry
 
-BUILTIN_MODULES = ("nodes.builtin.primitives", "nodes.builtin.utils")
+BUILTIN_MODULES = ("nodes.builtin.primitives", "nodes.builtin.utils", "nodes.builtin.image", "nodes.builtin.latent")
 
 
 def builtin_registry() -> Registry:

@@ -1,0 +1,87 @@
+"""Image nodes: load from the input folder, save to the output folder, preview to the temp folder."""
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+from typing import Annotated, Any, NamedTuple
+
+from nodes.api import Context, Environment, Input, Node, node
+from nodes.images import PNG_LEVEL_PREVIEW, PNG_LEVEL_SAVE, load_image, output_names, save_png
+from nodes.types import Choices, Image, Mask
+
+
+class ImageAndMask(NamedTuple):
+    IMAGE: Image
+    MASK: Mask
+
+
+def _input_images(env: Environment) -> list[str]:
+    return [name for name in env.paths.input_files()
+            if name.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"))]
+
+
+@node(category="image", version="1.0.0", display_name="Load Image")
+class LoadImage(Node):
+    """Load an image from the input folder; its alpha channel becomes the mask (1 = transparent)."""
+
+    image: Annotated[str, Choices(_input_images)] = Input(image_upload=True)
+
+    def run(self, ctx: Context) -> ImageAndMask:
+        pixels, mask = load_image(ctx.env.paths.resolve(ctx.env.paths.input, self.image))
+        return ImageAndMask(pixels, mask)
+
+    @classmethod
+    def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> str:
+        path = env.paths.resolve(env.paths.input, inputs["image"])
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _save_batch(ctx: Context, images: Any, folder_kind: str, prefix: str, level: int,
+                texts: dict[str, Any]) -> list[dict[str, str]]:
+    folder = getattr(ctx.env.paths, folder_kind)
+    height, width = int(images.shape[1]), int(images.shape[2])
+    directory, base, counter = output_names(folder, prefix, width, height)
+    results = []
+    for index, image in enumerate(images):
+        name = f"{base.replace('%batch_num%', str(index))}_{counter:05}_.png"
+        save_png(image, directory / name, texts, level)
+        subfolder = directory.relative_to(folder.resolve()).as_posix()
+        results.append({"filename": name, "subfolder": "" if subfolder == "." else subfolder, "type": folder_kind})
+        counter += 1
+    return results
+
+
+def metadata_texts(ctx: Context) -> dict[str, Any]:
+    """PNG text chunks: the prompt that ran, then each key of extra_data["extra_pnginfo"] (e.g. workflow)."""
+    texts: dict[str, Any] = {"prompt": ctx.prompt}
+    texts.update(ctx.extra_data.get("extra_pnginfo") or {})
+    return texts
+
+
+@node(category="image", version="1.0.0", display_name="Save Image", output=True,
+      hidden=("PROMPT", "EXTRA_PNGINFO"))
+class SaveImage(Node):
+    """Save images as PNG files in the output folder, with the workflow that made them in the file."""
+
+    images: Image = Input(tooltip="the images to save")
+    filename_prefix: str = Input("latentloom", tooltip="file name prefix; may contain a subfolder and "
+                                 "%width%, %height%, %year%, %month%, %day%, %hour%, %minute%, %second%")
+
+    def run(self, ctx: Context) -> None:
+        saved = _save_batch(ctx, self.images, "output", self.filename_prefix, PNG_LEVEL_SAVE, metadata_texts(ctx))
+        ctx.show(images=saved)
+
+
+@node(category="image", version="1.0.0", display_name="Preview Image", output=True,
+      hidden=("PROMPT", "EXTRA_PNGINFO"))
+class PreviewImage(Node):
+    """Show images in the editor without keeping them (written to the temp folder)."""
+
+    images: Image = Input()
+
+    def run(self, ctx: Context) -> None:
+        suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
+        saved = _save_batch(ctx, self.images, "temp", f"latentloom_temp_{suffix}", PNG_LEVEL_PREVIEW,
+                            metadata_texts(ctx))
+        ctx.show(images=saved)

@@ -5,7 +5,8 @@ import importlib
 
 from nodes.registry import Registry
 
-BUILTIN_MODULES = ("nodes.builtin.primitives", "nodes.builtin.utils", "nodes.builtin.image", "nodes.builtin.latent")
+BUILTIN_MODULES = ("nodes.builtin.primitives", "nodes.builtin.utils", "nodes.builtin.image", "nodes.builtin.latent",
+                   "nodes.builtin.loaders", "nodes.builtin.conditioning")
 
 
 def builtin_registry() -> Registry:

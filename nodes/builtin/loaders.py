@@ -1,0 +1,48 @@
+"""Loader nodes: checkpoints from the data folder's `models/checkpoints`."""
+from __future__ import annotations
+
+from typing import Annotated, Any, NamedTuple
+
+from nodes.api import Context, Environment, Input, Node, node
+from nodes.sd.checkpoint import load_model
+from nodes.sd.handles import ClipHandle, ModelHandle, VaeHandle, model_manager
+from nodes.sd.text_encoder import TextEncoder
+from nodes.types import Choices, Clip, Model, Vae
+
+
+def _checkpoints(env: Environment) -> list[str]:
+    return env.paths.model_files("checkpoints")
+
+
+def file_fingerprint(env: Environment, kind: str, name: str) -> list[Any]:
+    """Size and modification time: a replaced model file is noticed without hashing gigabytes."""
+    path = env.paths.resolve(env.paths.models(kind), name)
+    stat = (path / "model_index.json").stat() if path.is_dir() else path.stat()
+    return [name, stat.st_size, stat.st_mtime_ns]
+
+
+class CheckpointOutputs(NamedTuple):
+    MODEL: Model
+    CLIP: Clip
+    VAE: Vae
+
+
+@node(category="loaders", version="1.0.0", display_name="Load Checkpoint", aliases=("LoadCheckpoint",))
+class CheckpointLoaderSimple(Node):
+    """Load a Stable Diffusion checkpoint (SD1.x, SD2.x, SDXL; single file or diffusers folder)."""
+
+    ckpt_name: Annotated[str, Choices(_checkpoints)] = Input(tooltip="the checkpoint file to load")
+
+    def run(self, ctx: Context) -> CheckpointOutputs:
+        path = ctx.env.paths.resolve(ctx.env.paths.models("checkpoints"), self.ckpt_name)
+        loaded = load_model(path)
+        manager = model_manager(ctx.env)
+        missing = {spec.key: spec.layers_missing for spec in loaded.family.text_encoders}
+        clip = ClipHandle(TextEncoder(loaded.family.name, loaded.text_encoders, layers_missing=missing), manager,
+                          self.ckpt_name)
+        vae = VaeHandle(loaded.vae, manager, self.ckpt_name) if loaded.vae is not None else None
+        return CheckpointOutputs(ModelHandle(loaded.unet, loaded.family, manager, self.ckpt_name), clip, vae)
+
+    @classmethod
+    def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
+        return file_fingerprint(env, "checkpoints", inputs["ckpt_name"])

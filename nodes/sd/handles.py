@@ -1,0 +1,85 @@
+"""MODEL, CLIP and VAE: the handles that flow between the Stable Diffusion nodes.
+
+A handle wraps loaded modules (kept in RAM) with the facts needed to use them and the environment's model
+manager, which moves a module to the compute device while it is used. Handles are cheap to clone (CLIPSetLastLayer
+returns a new CLIP sharing the weights). The executor's output cache holds handles by reference; the model manager
+owns device memory.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from nodes.api import Environment
+from nodes.sd import vae as vae_ops
+from nodes.sd.devices import ModelManager
+from nodes.sd.families import ModelFamily
+from nodes.sd.text_encoder import TextEncoder, TextEncoding
+
+MANAGER_KEY = "sd.model_manager"
+
+
+def model_manager(env: Environment) -> ModelManager:
+    """The environment's one model manager (created on first use)."""
+    manager = env.services.get(MANAGER_KEY)
+    if manager is None:
+        manager = env.services[MANAGER_KEY] = ModelManager()
+    return manager
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """MODEL: a diffusion UNet and its family (prediction type, latent scale, inpainting)."""
+
+    unet: UNet2DConditionModel
+    family: ModelFamily
+    manager: ModelManager = field(repr=False)
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ClipHandle:
+    """CLIP: the text encoder(s) of a checkpoint, with the selected last layer."""
+
+    encoder: TextEncoder
+    manager: ModelManager = field(repr=False)
+    source: str = ""
+
+    def with_last_layer(self, layer: int) -> "ClipHandle":
+        return replace(self, encoder=self.encoder.with_last_layer(layer))
+
+    def _resident(self) -> ExitStack:
+        stack = ExitStack()
+        for module in self.encoder.models.values():
+            stack.enter_context(self.manager.use(module))
+        return stack
+
+    @torch.inference_mode()
+    def encode(self, text: str) -> TextEncoding:
+        with self._resident():
+            return self.encoder.encode(text)
+
+    @torch.inference_mode()
+    def encode_sdxl(self, text_g: str, text_l: str) -> TextEncoding:
+        with self._resident():
+            return self.encoder.encode_sdxl(text_g, text_l)
+
+
+@dataclass(frozen=True)
+class VaeHandle:
+    """VAE: an AutoencoderKL."""
+
+    vae: AutoencoderKL
+    manager: ModelManager = field(repr=False)
+    source: str = ""
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        with self.manager.use(self.vae):
+            return vae_ops.encode(self.vae, pixels)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        with self.manager.use(self.vae):
+            return vae_ops.decode(self.vae, latent)

@@ -16,6 +16,8 @@ Public API: `BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=None, cpu=Tr
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torchsde
 
@@ -38,7 +40,11 @@ class BrownianTreeNoiseSampler:
         device, dtype = lo.device, lo.dtype
         if self._cpu:
             lo, hi = lo.detach().cpu().float(), hi.detach().cpu().float()
-        w = self._tree(lo, hi).to(device=device, dtype=dtype) * (self._sign * sign)
+        with warnings.catch_warnings():
+            # σ_max queried against a float32 end point trips torchsde's "Should have tb<=t1" check by one ulp;
+            # the query is clamped inside torchsde and the warning (also printed by ComfyUI) means nothing here.
+            warnings.filterwarnings("ignore", message="Should have tb<=t1")
+            w = self._tree(lo, hi).to(device=device, dtype=dtype) * (self._sign * sign)
         return w / (t1 - t0).abs().sqrt()
 
 

@@ -113,7 +113,8 @@ SDXL_UNET = UNetShape(
     addition_time_embed_dim=256,
 )
 SD_VAE = VAEShape()
-CLIP_L = CLIPShape(hidden_size=768, num_layers=12, intermediate_size=3072, projection_dim=768)
+# SD and SDXL checkpoints hold CLIP-L's text tower without its projection (the pooled output is unprojected).
+CLIP_L = CLIPShape(hidden_size=768, num_layers=12, intermediate_size=3072)
 # SD2's OpenCLIP ViT-H text tower has 24 layers; the checkpoint also stores a 1024x1024 text projection that
 # SD2 never uses (it conditions on hidden states only), so the model built for it has no projection.
 OPENCLIP_H = CLIPShape(hidden_size=1024, num_layers=24, intermediate_size=4096)

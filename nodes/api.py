@@ -130,6 +130,7 @@ class Environment:
 
     paths: DataPaths
     services: dict[str, Any] = field(default_factory=dict)
+    previews: bool = False  # whether nodes should produce live preview images (they cost time)
 
 
 class Context:

@@ -84,7 +84,8 @@ class ModelManager:
     """Keeps models in RAM and on the compute device only while (and after) they are used.
 
     `vram_budget` is the number of bytes models may occupy on the device together; by default the device's
-    total memory minus a reserve for activations. A model larger than the budget still runs (alone).
+    total memory minus a reserve for activations. A model larger than the budget still runs, and modules
+    inside an open `use` block are never evicted, so nested uses may exceed the budget for their duration.
     """
 
     def __init__(self, device: torch.device | str | None = None, vram_budget: int | None = None):
@@ -93,6 +94,7 @@ class ModelManager:
             vram_budget = torch.cuda.get_device_properties(self.device).total_memory - DEFAULT_VRAM_RESERVE
         self.vram_budget = vram_budget
         self._resident: OrderedDict[int, torch.nn.Module] = OrderedDict()  # least recently used first
+        self._in_use: dict[int, int] = {}  # id -> open `use` blocks; never evicted while in use
         self._lock = threading.RLock()
 
     @contextmanager
@@ -100,17 +102,24 @@ class ModelManager:
         """Make `module` resident on the compute device and yield it."""
         with self._lock:
             self._load(module)
-        yield module
+            self._in_use[id(module)] = self._in_use.get(id(module), 0) + 1
+        try:
+            yield module
+        finally:
+            with self._lock:
+                self._in_use[id(module)] -= 1
+                if not self._in_use[id(module)]:
+                    del self._in_use[id(module)]
 
     def resident(self) -> list[torch.nn.Module]:
         """The modules on the compute device, least recently used first."""
         return list(self._resident.values())
 
     def offload_all(self) -> None:
-        """Send every resident module back to the CPU."""
+        """Send every resident module that is not in use back to the CPU."""
         with self._lock:
-            while self._resident:
-                self._evict(next(iter(self._resident)))
+            for key in [key for key in self._resident if key not in self._in_use]:
+                self._evict(key)
 
     def _load(self, module: torch.nn.Module) -> None:
         key = id(module)
@@ -125,8 +134,9 @@ class ModelManager:
         if self.vram_budget is None:
             return
         used = sum(module_bytes(m) for m in self._resident.values())
-        while self._resident and used + needed > self.vram_budget:
-            victim = next(iter(self._resident))
+        for victim in [key for key in self._resident if key not in self._in_use]:
+            if used + needed <= self.vram_budget:
+                break
             used -= module_bytes(self._resident[victim])
             self._evict(victim)
 

@@ -125,16 +125,18 @@ class ModelManager:
         key = id(module)
         if key in self._resident:
             self._resident.move_to_end(key)
+            self._make_room(0, keep=key)  # a budget exceeded by nested uses is restored once they have ended
             return
-        self._make_room(module_bytes(module))
+        self._make_room(module_bytes(module), keep=key)  # free the device before copying onto it
         module.to(self.device)  # a no-op for modules already there (the CPU case)
         self._resident[key] = module
 
-    def _make_room(self, needed: int) -> None:
+    def _make_room(self, needed: int, keep: int) -> None:
+        """Evict least recently used modules (not in use, not `keep`) until resident + `needed` fits."""
         if self.vram_budget is None:
             return
         used = sum(module_bytes(m) for m in self._resident.values())
-        for victim in [key for key in self._resident if key not in self._in_use]:
+        for victim in [key for key in self._resident if key not in self._in_use and key != keep]:
             if used + needed <= self.vram_budget:
                 break
             used -= module_bytes(self._resident[victim])

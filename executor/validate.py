@@ -21,7 +21,7 @@ from typing import Any
 
 import networkx as nx
 
-from nodes.api import Environment, InputSpec, NodeSpec
+from nodes.api import Environment, InputSpec, LinkedInput, NodeSpec
 from nodes.registry import Registry, input_options, render_input
 from nodes.types import ANY, types_compatible
 from executor.graph import cycles, link_graph, plan
@@ -140,36 +140,49 @@ def _check_node(inputs: dict[str, Any], nid: str, spec: NodeSpec, specs: dict[st
             continue
         value = inputs[inp.name]
         if isinstance(value, Link):
-            err, bad_upstream = _check_link(inp, value, specs, workflow, report)
+            err, bad_upstream = _check_link(inp, value, specs, workflow, report, spec.own_validation.link_types)
             upstream_invalid |= bad_upstream
             if err:
                 errors.append(err)
             else:
                 links[inp.name] = value
             continue
-        err, coerced = _check_constant(inp, value, env)
+        err, coerced = _check_constant(inp, value, env, inp.name in spec.own_validation.inputs)
         if err:
             errors.append(err)
         else:
             constants[inp.name] = coerced
     if not errors and not upstream_invalid:
-        try:
-            message = spec.cls.validate_inputs(constants, env)
-        except Exception as exc:  # a node's own hook must not take validation down
-            message = None
-            errors.append(InputError("exception_during_validation", "Exception when validating node",
-                                     f"{type(exc).__name__}: {exc}", {"exception_type": type(exc).__name__}))
-        if message:
-            errors.append(InputError("custom_validation_failed", "Custom validation failed for node", message,
-                                     {"class_type": spec.name}))
+        errors += _run_hook(spec, constants, links, specs, env)
     if errors:
         report.errors[nid] = errors
     elif not upstream_invalid:
         report.nodes[nid] = ValidNode(nid, spec, constants, links)
 
 
+def _run_hook(spec: NodeSpec, constants: dict[str, Any], links: dict[str, Link],
+              specs: dict[str, NodeSpec | None], env: Environment) -> list[InputError]:
+    """The node's own `validate_inputs`: a message, or `{input: message}` for one error per input."""
+    values: dict[str, Any] = dict(constants)
+    if spec.own_validation.sees_links:
+        for name, link in links.items():
+            values[name] = LinkedInput(specs[link.node].outputs[int(link.slot)].type)
+    try:
+        result = spec.cls.validate_inputs(values, env)
+    except Exception as exc:  # a node's own hook must not take validation down
+        return [InputError("exception_during_validation", "Exception when validating node",
+                           f"{type(exc).__name__}: {exc}", {"exception_type": type(exc).__name__})]
+    if not result:
+        return []
+    per_input = result if isinstance(result, dict) else {"": result}
+    return [InputError("custom_validation_failed", "Custom validation failed for node",
+                       f"{name} - {message}" if name and message else name or str(message),
+                       {"class_type": spec.name, **({"input_name": name} if name else {})})
+            for name, message in per_input.items()]
+
+
 def _check_link(inp: InputSpec, link: Link, specs: dict[str, NodeSpec | None], workflow: Workflow,
-                report: ValidationReport) -> tuple[InputError | None, bool]:
+                report: ValidationReport, own_types: bool = False) -> tuple[InputError | None, bool]:
     extra = {"input_name": inp.name}
     if link.node not in workflow.nodes:
         return InputError("exception_during_inner_validation", "Exception when validating inner node",
@@ -186,14 +199,16 @@ def _check_link(inp: InputSpec, link: Link, specs: dict[str, NodeSpec | None], w
                           f"{inp.name}: node '#{link.node}' ({source.name}) has no output {slot!r}", extra), False
     received = source.outputs[slot].type
     expected = "COMBO" if inp.type.is_combo else inp.type.name
-    if not (types_compatible(received, expected) or (inp.type.is_combo and received == "STRING")):
+    if not own_types and not (types_compatible(received, expected) or (inp.type.is_combo and received == "STRING")):
         return InputError("return_type_mismatch", "Return type mismatch between linked nodes",
                           f"{inp.name}, received_type({received}) mismatch input_type({expected})",
                           {**extra, "received_type": received, "linked_node": link.to_api()}), False
     return None, link.node not in report.nodes
 
 
-def _check_constant(inp: InputSpec, value: Any, env: Environment) -> tuple[InputError | None, Any]:
+def _check_constant(inp: InputSpec, value: Any, env: Environment,
+                    own_checks: bool = False) -> tuple[InputError | None, Any]:
+    """Coerce a constant; range and option checks unless the node's hook does them (`own_checks`)."""
     extra = {"input_name": inp.name, "received_value": value.value if isinstance(value, Wrapped) else value}
     if isinstance(value, Wrapped):
         value = value.value
@@ -206,6 +221,8 @@ def _check_constant(inp: InputSpec, value: Any, env: Environment) -> tuple[Input
         return InputError("invalid_input_type", f"Failed to convert an input value to a {inp.type.name} value",
                           f"{inp.name}, {value!r}, a {inp.type.name} input takes a link, not a constant",
                           extra), None
+    if inp.type.is_combo and own_checks:
+        return None, value
     if inp.type.is_combo:
         try:
             options = input_options(inp, env) or []
@@ -222,6 +239,8 @@ def _check_constant(inp: InputSpec, value: Any, env: Environment) -> tuple[Input
     except (TypeError, ValueError, OverflowError) as exc:
         return InputError("invalid_input_type", f"Failed to convert an input value to a {inp.type.name} value",
                           f"{inp.name}, {value!r}, {exc}", extra), None
+    if own_checks:
+        return None, coerced
     if inp.min is not None and coerced < inp.min:
         return InputError("value_smaller_than_min", f"Value {coerced} smaller than min of {inp.min}",
                           inp.name, {**extra, "input_config": render_input(inp, env)}), None

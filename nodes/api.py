@@ -98,6 +98,27 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class OwnValidation:
+    """How much of the built-in input checking a node's `validate_inputs` takes over (ComfyUI's VALIDATE_INPUTS).
+
+    `inputs`: these constants are still coerced to their type but skip the built-in min/max/option checks.
+    `sees_links`: the hook also receives each linked input, as a `LinkedInput` (its value exists only at run time).
+    `link_types`: the built-in check of linked output types is skipped; the hook checks them from `LinkedInput.type`.
+    """
+
+    inputs: frozenset[str] = frozenset()
+    sees_links: bool = False
+    link_types: bool = False
+
+
+@dataclass(frozen=True)
+class LinkedInput:
+    """What `validate_inputs` receives for a linked input when its node asks for links (`OwnValidation`)."""
+
+    type: str
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """Everything the registry and the executor need to know about a node type."""
 
@@ -118,6 +139,10 @@ class NodeSpec:
     python_module: str = "nodes"
     deprecated: bool = False
     experimental: bool = False
+    own_validation: OwnValidation = OwnValidation()
+    # A node adapted from another declaration style renders its own `/object_info` entry (a V1 class: its
+    # INPUT_TYPES verbatim); None renders it from `inputs`/`outputs`.
+    object_info: Callable[[Environment], dict[str, Any]] | None = None
 
     @property
     def input_map(self) -> dict[str, InputSpec]:
@@ -192,8 +217,11 @@ class Node(BaseModel):
         return None
 
     @classmethod
-    def validate_inputs(cls, inputs: dict[str, Any], env: Environment) -> str | None:
-        """A node's own validation of its constant inputs; return an error message, or None when valid."""
+    def validate_inputs(cls, inputs: dict[str, Any], env: Environment) -> str | dict[str, str] | None:
+        """A node's own validation of its constant inputs: None when valid, else an error message, or
+        `{input_name: message}` for one error per input. Linked inputs are included (as `LinkedInput`) only
+        when the spec's `own_validation.sees_links` asks for them.
+        """
         return None
 
 

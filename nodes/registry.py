@@ -91,6 +91,8 @@ def render_input(inp: InputSpec, env: Environment) -> list[Any]:
 
 
 def render_object_info(spec: NodeSpec, env: Environment) -> dict[str, Any]:
+    if spec.object_info is not None:
+        return spec.object_info(env)
     required = {i.name: render_input(i, env) for i in spec.inputs if i.required}
     optional = {i.name: render_input(i, env) for i in spec.inputs if not i.required}
     inputs: dict[str, Any] = {"required": required}

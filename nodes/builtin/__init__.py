@@ -1,8 +1,11 @@
-"""The built-in nodes, one module per category. `builtin_registry()` is the registry a server or CLI starts from."""
+"""The built-in nodes, one module per category. `builtin_registry()` holds them alone; `full_registry(paths)` adds the
+plugins, and is what a server or CLI starts from."""
 from __future__ import annotations
 
 import importlib
 
+from nodes.paths import DataPaths
+from nodes.plugins import Plugins, load_plugins
 from nodes.registry import Registry
 
 BUILTIN_MODULES = ("nodes.builtin.primitives", "nodes.builtin.utils", "nodes.builtin.image", "nodes.builtin.latent",
@@ -14,3 +17,15 @@ def builtin_registry() -> Registry:
     for name in BUILTIN_MODULES:
         registry.add_module(importlib.import_module(name))
     return registry
+
+
+def full_registry(paths: DataPaths, *, plugins: bool = True, entry_points: bool = True) -> tuple[Registry, Plugins]:
+    """Built-ins, then every plugin (custom_nodes/ of the data folder, then installed entry points).
+
+    The second value reports each plugin's nodes, version, status and error (`nodes.plugins`). `plugins=False`
+    loads none (the CLI's `--disable-plugins`).
+    """
+    registry = builtin_registry()
+    if not plugins:
+        return registry, Plugins()
+    return registry, load_plugins(registry, paths, entry_points=entry_points)

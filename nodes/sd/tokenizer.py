@@ -24,12 +24,14 @@ Not done here: `embedding:<name>` textual-inversion references (§6.10.2) are to
 
 from __future__ import annotations
 
+
 import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from tokenizers import Tokenizer
 from transformers import CLIPTokenizer
 
 from nodes.sd.prompt_weights import parse_prompt_weights
@@ -100,6 +102,20 @@ def load_clip_tokenizer(pad_token: str = PAD_TOKEN_END) -> CLIPTokenizer:
     return tokenizer
 
 
+@lru_cache(maxsize=None)
+def _private_backend() -> Tokenizer:
+    """Our own copy of the Rust tokenizer with padding and truncation off.
+
+    The transformers wrapper sets padding and truncation on its backend at every call made with those options
+    (a diffusers pipeline does), and that state persists: sharing the backend made prompts encode differently
+    after someone else had tokenized.
+    """
+    backend = Tokenizer.from_str(load_clip_tokenizer().backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    return backend
+
+
 @dataclass(frozen=True)
 class TokenChunk:
     """One 77-token window: the ids the encoder reads and the weight of each position."""
@@ -159,7 +175,7 @@ class PromptTokenizer:
         """Ids of `text` without start/end tokens (normalised, lower-cased, byte-level BPE)."""
         # The backend is called directly: the transformers wrapper warns about texts longer than 77 tokens,
         # which are normal here since chunking comes after.
-        return load_clip_tokenizer().backend_tokenizer.encode(text, add_special_tokens=False).ids
+        return _private_backend().encode(text, add_special_tokens=False).ids
 
     def tokenize(self, text: str) -> list[TokenChunk]:
         """Chunks of a prompt in the weighting syntax; at least one chunk."""

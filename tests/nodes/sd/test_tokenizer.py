@@ -171,3 +171,11 @@ def test_real_weighted_group_straddles_boundary():
     assert chunks[0].weights[71:76] == (1.5,) * 5 and chunks[1].weights[1:6] == (1.5,) * 5
     short = PromptTokenizer(PAD_WITH_ZERO).tokenize("cat " * 72 + "(" + "dog " * 5 + ":1.5)")
     assert [_body(c) for c in short] == [[CAT] * 72, [DOG] * 5]
+
+
+def test_prompt_ids_do_not_depend_on_how_others_used_the_shared_tokenizer():
+    prompt = PromptTokenizer(PAD_WITH_END)
+    before = prompt.token_ids("a photo of a cat " * 30)
+    # a diffusers pipeline tokenizes with padding and truncation, which the transformers wrapper leaves set
+    load_clip_tokenizer()("a photo", padding="max_length", max_length=77, truncation=True)
+    assert prompt.token_ids("a photo of a cat " * 30) == before and len(before) == 150

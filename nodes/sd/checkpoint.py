@@ -22,6 +22,7 @@ Public API (what the CheckpointLoaderSimple node wraps):
 - `load_checkpoint(path, *, allow_pickle=False, dtype=None) -> Checkpoint`
 - `load_diffusers_folder(path, *, allow_pickle=False, dtype=None) -> Checkpoint`
 - `load_model(path, **kw)`: either of the two, by whether `path` is a folder.
+- `load_vae_file(path, *, allow_pickle=False, dtype=None) -> AutoencoderKL`: a standalone VAE file.
 - `CheckpointError` (re-exported from `errors`).
 """
 
@@ -47,7 +48,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection
 from nodes.sd import configs
 from nodes.sd.devices import DtypePolicy, dtype_policy
 from nodes.sd.errors import CheckpointError
-from nodes.sd.families import VAE_PREFIX, Architecture, ModelFamily, detect, family_spec
+from nodes.sd.families import VAE_PREFIX, Architecture, ModelFamily, analyse_vae, detect, family_spec
 from nodes.sd.statedict import StateDict, open_state_dict
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,23 @@ def load_checkpoint(
     return Checkpoint(arch.family, unet, vae, encoders, path, dict(state.metadata))
 
 
+def load_vae_file(path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | None = None) -> AutoencoderKL:
+    """Load a standalone VAE file (original layout, keys bare or under `first_stage_model.`)."""
+    state = open_state_dict(Path(path), allow_pickle=allow_pickle)
+    prefix = VAE_PREFIX if f"{VAE_PREFIX}decoder.conv_in.weight" in state.shapes else ""
+    if f"{prefix}decoder.conv_in.weight" not in state.shapes:
+        raise CheckpointError(state.path, "not a VAE (no decoder.conv_in.weight)")
+    try:
+        vae_shape = analyse_vae(state.shapes, prefix)
+    except Exception as exc:  # families' detection error for shapes no autoencoder has
+        raise CheckpointError(state.path, f"unknown VAE architecture ({exc})") from None
+    dtypes = DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
+    config = configs.vae_config("sd1", vae_shape, prediction="eps")
+    vae = _build(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
+    tensors = {VAE_PREFIX + k[len(prefix):]: v for k, v in _under(state, prefix).items()}
+    return _fill(vae, convert_ldm_vae_checkpoint(tensors, config), state.path, "VAE", dtypes.vae)
+
+
 def _under(state: StateDict, prefix: str) -> dict[str, torch.Tensor]:
     return state.tensors(k for k in state.shapes if k.startswith(prefix))
 
@@ -100,8 +118,7 @@ def _under(state: StateDict, prefix: str) -> dict[str, torch.Tensor]:
 def _load_unet(state: StateDict, arch: Architecture, dtype: torch.dtype) -> UNet2DConditionModel:
     family = arch.family
     config = configs.unet_config(family.name, arch.unet, prediction=family.prediction)
-    with init_empty_weights():
-        unet = UNet2DConditionModel.from_config(config)
+    unet = _build(state.path, "UNet", lambda: UNet2DConditionModel.from_config(config))
     # diffusers' converter only looks under the usual prefix; files using another one are renamed to it.
     tensors = {LDM_UNET_KEY + k[len(arch.unet_prefix):]: v for k, v in _under(state, arch.unet_prefix).items()}
     converted = convert_ldm_unet_checkpoint(tensors, config)
@@ -110,8 +127,7 @@ def _load_unet(state: StateDict, arch: Architecture, dtype: torch.dtype) -> UNet
 
 def _load_vae(state: StateDict, arch: Architecture, dtype: torch.dtype) -> AutoencoderKL:
     config = configs.vae_config(arch.family.name, arch.vae, prediction=arch.family.prediction)
-    with init_empty_weights():
-        vae = AutoencoderKL.from_config(config)
+    vae = _build(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
     converted = convert_ldm_vae_checkpoint(_under(state, VAE_PREFIX), config)
     return _fill(vae, converted, state.path, "VAE", dtype)
 
@@ -120,8 +136,7 @@ def _load_text_encoder(state: StateDict, arch: Architecture, kind: str, dtype: t
     shape = arch.text_encoders[kind]
     prefix, layout = arch.text_encoder_keys[kind]
     cls = CLIPTextModelWithProjection if shape.projection_dim is not None else CLIPTextModel
-    with init_empty_weights():
-        model = cls(configs.clip_text_config(kind, shape))
+    model = _build(state.path, f"text encoder {kind}", lambda: cls(configs.clip_text_config(kind, shape)))
     tensors = _under(state, prefix)
     if layout == "hf":
         converted = convert_ldm_clip_checkpoint(tensors, remove_prefix=prefix)
@@ -129,6 +144,15 @@ def _load_text_encoder(state: StateDict, arch: Architecture, kind: str, dtype: t
         neutral = {_OPEN_CLIP_NEUTRAL + k[len(prefix):]: v for k, v in tensors.items()}
         converted = convert_open_clip_checkpoint(model, neutral, prefix=_OPEN_CLIP_NEUTRAL)
     return _fill(model, _match_text_model_prefix(model, converted), state.path, f"text encoder {kind}", dtype)
+
+
+def _build(path: Path, what: str, make):
+    """Build a module on the meta device: parameters get no storage and no random initialisation."""
+    try:
+        with init_empty_weights():
+            return make()
+    except (ValueError, RuntimeError, AssertionError) as exc:  # widths the classes cannot take
+        raise CheckpointError(path, f"unknown architecture ({what} cannot be built: {exc})") from None
 
 
 def _match_text_model_prefix(model: TextEncoder, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

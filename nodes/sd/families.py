@@ -29,7 +29,7 @@ from typing import Literal
 
 import torch
 
-from nodes.sd.configs import LATENT_SCALE, CLIPShape, EncoderKind, FamilyName, UNetShape, VAEShape
+from nodes.sd.configs import LATENT_SCALE, CLIPShape, EncoderKind, FamilyName, UNetShape, VAEShape, unet_config
 from nodes.sd.errors import CheckpointError
 from nodes.sd.statedict import StateDict
 
@@ -150,7 +150,8 @@ def detect(state_dict: StateDict) -> Architecture:
         if name == "sdxl" and not unet.linear_projection:
             raise _Unknown("a UNet with SDXL's adm input but convolutional attention projections")
         encoders, keys = _text_encoders(shapes, name)
-        unet = _check_context(name, unet, encoders)
+        unet = _fit_text_encoders(name, unet, encoders)
+        _check_buildable(name, unet)
         family = family_spec(
             name,
             prediction=_prediction(state_dict, name, unet, prefix),
@@ -160,6 +161,8 @@ def detect(state_dict: StateDict) -> Architecture:
         vae = analyse_vae(shapes, VAE_PREFIX) if f"{VAE_PREFIX}decoder.conv_in.weight" in shapes else None
     except _Unknown as exc:
         raise CheckpointError(state_dict.path, f"unknown architecture ({exc})") from None
+    except (KeyError, IndexError) as exc:  # a key the layout implies is absent
+        raise CheckpointError(state_dict.path, f"unknown architecture (incomplete model, no {exc})") from None
     return Architecture(family, unet, prefix, vae, encoders, keys)
 
 
@@ -295,7 +298,7 @@ def _text_encoders(shapes: dict, name: FamilyName) -> tuple[dict[str, CLIPShape]
     return found, keys
 
 
-def _check_context(name: FamilyName, unet: UNetShape, encoders: dict[str, CLIPShape]) -> UNetShape:
+def _fit_text_encoders(name: FamilyName, unet: UNetShape, encoders: dict[str, CLIPShape]) -> UNetShape:
     """Check that the text encoders fit the UNet's context width; complete SDXL's adm layout."""
     if name == "sdxl":
         wanted = ("l", "g")
@@ -313,9 +316,19 @@ def _check_context(name: FamilyName, unet: UNetShape, encoders: dict[str, CLIPSh
         width = sum(encoders[k].hidden_size for k in wanted)
         if width != unet.context_dim:
             raise _Unknown(f"{name} UNet with context width {unet.context_dim} but text encoders of width {width}")
+    return unet
+
+
+def _check_buildable(name: FamilyName, unet: UNetShape) -> None:
+    """Reject shapes the SD classes cannot be built with, before building anything."""
     if unet.in_channels not in (4, 9):
         raise _Unknown(f"a UNet with {unet.in_channels} input channels (only 4, or 9 for inpainting)")
-    return unet
+    if any(width % 32 for width in unet.block_out_channels):
+        raise _Unknown(f"UNet widths {unet.block_out_channels} are not multiples of 32 (SD's GroupNorm groups)")
+    try:
+        unet_config(name, unet)
+    except ValueError as exc:
+        raise _Unknown(str(exc)) from None
 
 
 def _prediction(state_dict: StateDict, name: FamilyName, unet: UNetShape, prefix: str) -> Prediction:

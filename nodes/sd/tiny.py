@@ -106,7 +106,8 @@ def build_tiny(arch: str, *, seed: int = 0) -> TinyModels:
     family = spec.family
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel.from_config(configs.unet_config(family.name, spec.unet, prediction=family.prediction))
+        unet_config = configs.unet_config(family.name, spec.unet, prediction=family.prediction)
+        unet = UNet2DConditionModel.from_config(unet_config)
         vae = AutoencoderKL.from_config(configs.vae_config(family.name, spec.vae, prediction=family.prediction))
         encoders = {}
         for kind, shape in spec.text_encoders.items():

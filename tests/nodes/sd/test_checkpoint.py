@@ -191,7 +191,8 @@ def _broken_files(tiny_checkpoints, root: Path) -> dict[str, Path]:
     files["truncated"].write_bytes(good[: len(good) - 100])
     files["not a safetensors file"].write_bytes(random.Random(0).randbytes(4096))
     files["could not detect model type of"] = root / "unrelated.safetensors"
-    save_file({"encoder.weight": torch.zeros(4, 4), "decoder.bias": torch.zeros(4)}, files["could not detect model type of"])
+    unrelated = {"encoder.weight": torch.zeros(4, 4), "decoder.bias": torch.zeros(4)}
+    save_file(unrelated, files["could not detect model type of"])
     tensors = _sd1_tensors(tiny_checkpoints)
     tensors["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(32, 8, 3, 3)
     files["unknown architecture"] = root / "eight_channels.safetensors"

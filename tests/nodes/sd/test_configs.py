@@ -100,4 +100,5 @@ def test_sd2_v_prediction_detected_at_full_size():
     bias = torch.randn(shapes[v_key], generator=torch.Generator().manual_seed(0)) * 0.2
     found = detect(StateDict(Path("sd2-v.safetensors"), shapes, _loaded={v_key: bias}))
     assert found.family.prediction == "v"
-    assert configs.unet_config("sd2", found.unet, prediction="v") == configs.reference_configs("sd2", prediction="v").unet
+    reference = configs.reference_configs("sd2", prediction="v").unet
+    assert configs.unet_config("sd2", found.unet, prediction="v") == reference

@@ -30,6 +30,9 @@ export class Api extends EventTarget {
     this.base = base.replace(/\/$/, "");
     this.clientId = sessionStorage.getItem("latentloom.clientId") || randomId();
     sessionStorage.setItem("latentloom.clientId", this.clientId);
+    // A server that listens beyond loopback wants a token: open the editor once as `/?token=…`.
+    this.token = new URLSearchParams(location.search).get("token") || sessionStorage.getItem("latentloom.token");
+    if (this.token) sessionStorage.setItem("latentloom.token", this.token);
     this.socket = null;
     this.connected = false;
     this._everConnected = false;
@@ -40,8 +43,16 @@ export class Api extends EventTarget {
     return `${this.base}${route}`;
   }
 
+  /** A URL for places that cannot send headers (`<img src>`, the websocket): the token rides in the query. */
+  urlWithToken(route) {
+    if (!this.token) return this.url(route);
+    return `${this.url(route)}${route.includes("?") ? "&" : "?"}token=${encodeURIComponent(this.token)}`;
+  }
+
   async fetchJson(route, options = {}) {
-    const response = await fetch(this.url(route), options);
+    const headers = { ...(options.headers ?? {}) };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    const response = await fetch(this.url(route), { ...options, headers });
     const text = await response.text();
     let body = text;
     try {
@@ -110,18 +121,21 @@ export class Api extends EventTarget {
   /** URL of an output/input/temp file (`{filename, subfolder, type}` as the server reports it). */
   viewUrl({ filename, subfolder = "", type = "output" }) {
     const query = new URLSearchParams({ filename, subfolder, type });
-    return this.url(`/view?${query}`);
+    return this.urlWithToken(`/view?${query}`);
   }
 
   connect() {
     this._closedByUs = false;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const path = new URL(this.url("/ws"), location.href).pathname;
-    const socket = new WebSocket(`${scheme}//${location.host}${path}?clientId=${encodeURIComponent(this.clientId)}`);
+    const url = new URL(this.urlWithToken(`/ws?clientId=${encodeURIComponent(this.clientId)}`), location.href);
+    url.protocol = scheme;
+    const socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
     let opened = false;
     socket.addEventListener("open", () => {
       opened = true;
+      // ask for previews that name their node (binary event 4)
+      socket.send(JSON.stringify({ type: "feature_flags", data: { supports_preview_metadata: true } }));
       this.connected = true;
       this.emit(this._everConnected ? "reconnected" : "connected", {});
       this._everConnected = true;

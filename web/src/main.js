@@ -118,7 +118,8 @@ export class Editor {
     try {
       this.defs = await this.api.objectInfo();
     } catch (error) {
-      this.notices.show(`Cannot read the node list from the server: ${error.message}`, "error", 0);
+      const hint = error.status === 401 ? " — this server needs a token: open the editor as /?token=YOUR_TOKEN" : "";
+      this.notices.show(`Cannot read the node list from the server: ${error.message}${hint}`, "error", 0);
       return;
     }
     registerNodeTypes(this.defs, this.nodeEnv());

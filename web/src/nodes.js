@@ -72,7 +72,8 @@ function makeNodeClass(name, def, env) {
       });
       const size = this.computeSize();
       const minWidth = this.widgets?.length ? 280 : 200;
-      this.size = [Math.max(size[0], minWidth), size[1] + (this.widgets?.some((w) => w.type === "textarea") ? 60 : 0)];
+      const extra = this.widgets?.some((w) => w.type === "textarea") ? 60 : 0;
+      this.size = [Math.max(size[0], minWidth), Math.max(size[1] + extra, def.output_node ? 100 : 0)];
       installDisplay(this, env);
     }
   };
@@ -96,6 +97,8 @@ export function installDisplay(node, env) {
     if (env.errorsOf(this)) return { color: LiteGraph.NODE_ERROR_COLOUR, lineWidth: 4, padding: 10 };
   };
   node.onDrawBackground = function (ctx) {
+    const progress = env.progressOf(this);
+    this.progress = progress && progress.max ? progress.value / progress.max : undefined; // litegraph's bar
     const errors = env.errorsOf(this);
     for (const slot of this.inputs) slot.hasErrors = Boolean(errors?.inputs.includes(slot.name));
     if (this.flags.collapsed) return;

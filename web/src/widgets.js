@@ -51,7 +51,8 @@ export function addInputWidget(node, name, input, env) {
   }
   widget.tooltip = tooltip;
   node.addInput(name, type, { widget: { name }, tooltip });
-  if (options.control_after_generate) addControlWidget(node, name);
+  // the server resolves seeds of INT inputs only (executor/seeds.py)
+  if (options.control_after_generate && type === "INT") addControlWidget(node, name);
   return widget;
 }
 

@@ -70,7 +70,7 @@ export function graphToWorkflow(graph) {
 }
 
 function nodeMeta(node) {
-  const meta = { title: node.title, pos: node.pos.map(round), size: node.size.map(round) };
+  const meta = { title: node.title, pos: Array.from(node.pos, round), size: Array.from(node.size, round) };
   if (node.flags?.collapsed) meta.collapsed = true;
   if (node.color && !node.missingEntry) meta.color = node.color;
   if (node.bgcolor && !node.missingEntry) meta.bgcolor = node.bgcolor;
@@ -104,7 +104,7 @@ function addReroutes(graph, link, meta, name) {
   for (let id = link.parentId; id != null; id = graph.reroutes.get(id)?.parentId) {
     const reroute = graph.reroutes.get(id);
     if (!reroute || points.length > 1000) break;
-    points.unshift(reroute.pos.map(round));
+    points.unshift(Array.from(reroute.pos, round));
   }
   if (points.length) (meta.reroutes ??= {})[name] = points;
 }
@@ -178,9 +178,12 @@ function setWidgetValues(node, entry, meta) {
     const value = raw && typeof raw === "object" && "__value__" in raw ? raw.__value__ : raw;
     widget.value = widget.type === "number" ? Number(value) : widget.type === "toggle" ? Boolean(value) : value;
   }
-  for (const [name, mode] of Object.entries(meta.control_after_generate ?? {})) {
-    const widget = controlWidget(node, name);
-    if (widget && CONTROL_VALUES.includes(mode)) widget.value = mode;
+  // absent means "fixed" to the server (executor/seeds.py); a bare string is the mode of every controlled input
+  const control = meta.control_after_generate;
+  for (const widget of node.widgets ?? []) {
+    if (!widget.controls) continue;
+    const mode = typeof control === "string" ? control : control && typeof control === "object" ? control[widget.controls] : null;
+    widget.value = CONTROL_VALUES.includes(mode) ? mode : "fixed";
   }
 }
 

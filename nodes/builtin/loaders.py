@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Any, NamedTuple
 
 from nodes.api import Context, Environment, Input, Node, node
-from nodes.sd.checkpoint import load_model
+from nodes.sd.checkpoint import load_model, load_vae_file
 from nodes.sd.handles import ClipHandle, ModelHandle, VaeHandle, model_manager
 from nodes.sd.text_encoder import TextEncoder
 from nodes.types import Choices, Clip, Model, Vae
@@ -12,6 +12,10 @@ from nodes.types import Choices, Clip, Model, Vae
 
 def _checkpoints(env: Environment) -> list[str]:
     return env.paths.model_files("checkpoints")
+
+
+def _vaes(env: Environment) -> list[str]:
+    return env.paths.model_files("vae")
 
 
 def file_fingerprint(env: Environment, kind: str, name: str) -> list[Any]:
@@ -46,3 +50,18 @@ class CheckpointLoaderSimple(Node):
     @classmethod
     def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
         return file_fingerprint(env, "checkpoints", inputs["ckpt_name"])
+
+
+@node(category="loaders", version="1.0.0", display_name="Load VAE")
+class VAELoader(Node):
+    """Load a standalone VAE (e.g. a fine-tuned decoder) from `models/vae`."""
+
+    vae_name: Annotated[str, Choices(_vaes)] = Input()
+
+    def run(self, ctx: Context) -> Vae:
+        path = ctx.env.paths.resolve(ctx.env.paths.models("vae"), self.vae_name)
+        return VaeHandle(load_vae_file(path), model_manager(ctx.env), self.vae_name)
+
+    @classmethod
+    def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
+        return file_fingerprint(env, "vae", inputs["vae_name"])

@@ -29,7 +29,13 @@ from nodes.sd.samplers import SAMPLER_NAMES, SAMPLERS, get_sampler
 from nodes.sd.samplers.brownian import BrownianTreeNoiseSampler
 from nodes.sd.samplers.common import ancestral_step
 from nodes.sd.schedules import calculate_sigmas, ksampler_sigmas, sd_schedule
-from tests.nodes.sd._sampling_helpers import ConstantDenoiser, GaussianDenoiser, one_torch_thread
+from tests.nodes.sd._sampling_helpers import (
+    REFERENCES,
+    ConstantDenoiser,
+    GaussianDenoiser,
+    nonlinear_denoiser,
+    one_torch_thread,
+)
 
 SHAPE = (2, 4, 8, 8)
 DETERMINISTIC = ["euler", "heun", "dpm_2", "lms", "dpmpp_2m", "ddim", "uni_pc", "uni_pc_bh2"]
@@ -37,6 +43,7 @@ STOCHASTIC = [name for name in SAMPLER_NAMES if name not in DETERMINISTIC]
 pytestmark = [
     pytest.mark.filterwarnings("ignore:The `scale_model_input` function"),
     pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
+    pytest.mark.filterwarnings("ignore:Should have tb<=t1"),  # diffusers' own Brownian tree, see brownian.py
 ]
 TRAIN_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
@@ -45,12 +52,6 @@ TRAIN_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012
 def _one_thread():
     with one_torch_thread():
         yield
-
-
-def nonlinear_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """A smooth, σ-dependent, nonlinear x0 prediction, so that each sampler takes a different path."""
-    s = sigma.reshape(-1, *([1] * (x.dim() - 1)))
-    return 0.8 * torch.tanh(x / (1.0 + s)) + 0.05 * torch.sin(3.0 * s) - 0.1
 
 
 def start(sigma0: float, seed: int = 0) -> torch.Tensor:
@@ -137,132 +138,6 @@ def test_order_of_convergence_on_gaussian_data(name):
 
 
 # --- transcriptions of the formulas (float64, 3 steps) ------------------------------------------------------------
-
-
-def denoise64(x, sigma):
-    return nonlinear_denoiser(x, torch.as_tensor(sigma, dtype=torch.float64).reshape(1))
-
-
-def ref_euler(x, s, noise):
-    for i in range(len(s) - 1):
-        d = (x - denoise64(x, s[i])) / s[i]
-        x = x + d * (s[i + 1] - s[i])
-    return x
-
-
-def ref_heun(x, s, noise):
-    for i in range(len(s) - 1):
-        d = (x - denoise64(x, s[i])) / s[i]
-        x_2 = x + d * (s[i + 1] - s[i])
-        if s[i + 1] == 0:
-            x = x_2
-        else:
-            d_2 = (x_2 - denoise64(x_2, s[i + 1])) / s[i + 1]
-            x = x + (d + d_2) / 2 * (s[i + 1] - s[i])
-    return x
-
-
-def ref_dpm_2(x, s, noise, ancestral=False):
-    for i in range(len(s) - 1):
-        d = (x - denoise64(x, s[i])) / s[i]
-        up = math.sqrt(s[i + 1] ** 2 * (s[i] ** 2 - s[i + 1] ** 2) / s[i] ** 2) if ancestral else 0.0
-        down = math.sqrt(s[i + 1] ** 2 - up**2)
-        if down == 0:
-            x = x + d * (down - s[i])
-            continue
-        mid = math.exp((math.log(s[i]) + math.log(down)) / 2)
-        x_2 = x + d * (mid - s[i])
-        x = x + (x_2 - denoise64(x_2, mid)) / mid * (down - s[i])
-        if ancestral:
-            x = x + noise.pop(0) * up
-    return x
-
-
-def ref_euler_ancestral(x, s, noise):
-    for i in range(len(s) - 1):
-        den = denoise64(x, s[i])
-        up = math.sqrt(s[i + 1] ** 2 * (s[i] ** 2 - s[i + 1] ** 2) / s[i] ** 2)
-        down = math.sqrt(s[i + 1] ** 2 - up**2)
-        x = den if down == 0 else x + (x - den) / s[i] * (down - s[i]) + noise.pop(0) * up
-    return x
-
-
-def ref_dpmpp_2m(x, s, noise):
-    old = None
-    for i in range(len(s) - 1):
-        den = denoise64(x, s[i])
-        if s[i + 1] == 0:
-            x, old = den, den
-            continue
-        h = math.log(s[i] / s[i + 1])
-        if old is None:
-            d = den
-        else:
-            r = math.log(s[i - 1] / s[i]) / h
-            d = (1 + 1 / (2 * r)) * den - 1 / (2 * r) * old
-        x = s[i + 1] / s[i] * x - math.expm1(-h) * d
-        old = den
-    return x
-
-
-def ref_dpmpp_2s_ancestral(x, s, noise):
-    for i in range(len(s) - 1):
-        den = denoise64(x, s[i])
-        up = math.sqrt(s[i + 1] ** 2 * (s[i] ** 2 - s[i + 1] ** 2) / s[i] ** 2)
-        down = math.sqrt(s[i + 1] ** 2 - up**2)
-        if down == 0:
-            x = den
-        else:
-            h = math.log(s[i] / down)
-            mid = s[i] * math.exp(-h / 2)
-            x_2 = mid / s[i] * x - math.expm1(-h / 2) * den
-            x = down / s[i] * x - math.expm1(-h) * denoise64(x_2, mid)
-        if s[i + 1] > 0:
-            x = x + noise.pop(0) * up
-    return x
-
-
-def ref_dpmpp_sde(x, s, noise):
-    """DPM-Solver++(2S) SDE, r = 1/2, η = 1, from the paper's ancestral form."""
-    for i in range(len(s) - 1):
-        den = denoise64(x, s[i])
-        if s[i + 1] == 0:
-            x = den
-            continue
-        mid = math.sqrt(s[i] * s[i + 1])
-        up = math.sqrt(mid**2 * (s[i] ** 2 - mid**2) / s[i] ** 2)
-        down = math.sqrt(mid**2 - up**2)
-        x_2 = down / s[i] * x - math.expm1(-math.log(s[i] / down)) * den + noise.pop(0) * up
-        den_2 = denoise64(x_2, mid)
-        up = math.sqrt(s[i + 1] ** 2 * (s[i] ** 2 - s[i + 1] ** 2) / s[i] ** 2)
-        down = math.sqrt(s[i + 1] ** 2 - up**2)
-        x = down / s[i] * x - math.expm1(-math.log(s[i] / down)) * den_2 + noise.pop(0) * up
-    return x
-
-
-def ref_dpmpp_2m_sde(x, s, noise):
-    """DPM-Solver++(2M) SDE, η = 1, midpoint correction."""
-    old, h_last = None, None
-    for i in range(len(s) - 1):
-        den = denoise64(x, s[i])
-        if s[i + 1] == 0:
-            x = den
-        else:
-            h = math.log(s[i] / s[i + 1])
-            x = s[i + 1] / s[i] * math.exp(-h) * x - math.expm1(-2 * h) * den
-            if old is not None:
-                x = x - 0.5 * math.expm1(-2 * h) * (h / h_last) * (den - old)
-            x = x + noise.pop(0) * s[i + 1] * math.sqrt(-math.expm1(-2 * h))
-            h_last = h
-        old = den
-    return x
-
-
-REFERENCES = {
-    "euler": ref_euler, "heun": ref_heun, "dpm_2": ref_dpm_2, "euler_ancestral": ref_euler_ancestral,
-    "dpm_2_ancestral": lambda x, s, n: ref_dpm_2(x, s, n, ancestral=True), "dpmpp_2m": ref_dpmpp_2m,
-    "dpmpp_2s_ancestral": ref_dpmpp_2s_ancestral, "dpmpp_sde": ref_dpmpp_sde, "dpmpp_2m_sde": ref_dpmpp_2m_sde,
-}
 
 
 @pytest.mark.parametrize("final_zero", [False, True])

@@ -141,6 +141,17 @@ def test_weights_stay_in_the_memory_mapped_file(tiny_checkpoints):
             assert any(start <= param.data_ptr() < end for start, end in ranges), f"{name} was copied"
 
 
+def test_in_place_edits_of_mapped_weights_stay_private(tiny_checkpoints):
+    # The file is mapped copy-on-write: patching weights in place (LoRA) must not touch the file or other loads.
+    path = tiny_checkpoints.single_file("sd1")
+    before = path.read_bytes()
+    first, second = load_checkpoint(path), load_checkpoint(path)
+    with torch.no_grad():
+        first.unet.conv_in.weight.add_(1.0)
+    assert path.read_bytes() == before
+    assert torch.equal(second.unet.conv_in.weight, tiny_checkpoints.models("sd1").unet.conv_in.weight)
+
+
 def _with_bias(state: StateDict, key: str, bias: torch.Tensor) -> StateDict:
     return StateDict(state.path, state.shapes, state.metadata, _loaded={**state.tensors(), key: bias})
 

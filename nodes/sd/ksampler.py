@@ -99,25 +99,31 @@ def sample(
     noise = noise.to(device)
     mask = None if noise_mask is None else prepare_mask(noise_mask, noise.shape).to(device)
 
-    model = UNetModel(unet, prediction, schedule)
-    common = dict(
-        batch_size=latent.shape[0], latent_hw=tuple(latent.shape[-2:]), latent_scale=latent_scale,
-        latent_image=latent_image, noise_mask=mask, schedule=schedule,
+    denoise_fn = _denoiser(
+        unet, prediction, schedule, positive, negative, cfg, latent_image, latent_scale, mask,
+        _inpaint_noise(noise, seed, spec.inpaint_random_noise) if mask is not None else None,
     )
-    denoise_fn = CFGDenoiser(
-        model,
-        prepare_conditioning(positive, unet.config, negative=False, **common),
-        prepare_conditioning(negative, unet.config, negative=True, **common),
-        cfg,
-    )
-    if mask is not None:
-        denoise_fn = MaskedDenoiser(denoise_fn, mask, latent_image, _inpaint_noise(noise, seed, spec.inpaint_random_noise))
 
     sigma_max = float(schedule.sigma_max)
     max_denoise = math.isclose(sigma_max, float(sigmas[0]), rel_tol=1e-5) or float(sigmas[0]) > sigma_max
     x = noise_scaling(sigmas[0], noise, latent_image, max_denoise)
     samples = spec.fn(denoise_fn, x, sigmas, seed=seed, callback=_step_callback(callback, len(sigmas) - 1))
     return (samples.to(torch.float32) / latent_scale).cpu()
+
+
+def _denoiser(unet, prediction, schedule, positive, negative, cfg, latent_image, latent_scale, mask, inpaint_noise):
+    """CFG over both conditionings, wrapped in the inpainting mask when there is one."""
+    common = dict(
+        batch_size=latent_image.shape[0], latent_hw=tuple(latent_image.shape[-2:]), latent_scale=latent_scale,
+        latent_image=latent_image, noise_mask=mask, schedule=schedule,
+    )
+    denoise_fn = CFGDenoiser(
+        UNetModel(unet, prediction, schedule),
+        prepare_conditioning(positive, unet.config, negative=False, **common),
+        prepare_conditioning(negative, unet.config, negative=True, **common),
+        cfg,
+    )
+    return denoise_fn if mask is None else MaskedDenoiser(denoise_fn, mask, latent_image, inpaint_noise)
 
 
 def _inpaint_noise(noise: torch.Tensor, seed: int, random: bool) -> torch.Tensor:

@@ -50,6 +50,7 @@ class DiscreteSchedule:
         # log taken in float64, then stored in float32 (not log of the float32 sigmas): this is what the integer
         # timestep search and the fractional interpolation compare against.
         self.log_sigmas = sigmas64.log().float()
+        self._log_sigmas_on: dict[torch.device, torch.Tensor] = {}
 
     @classmethod
     def scaled_linear(cls, beta_start: float = 0.00085, beta_end: float = 0.012, steps: int = 1000):
@@ -67,14 +68,20 @@ class DiscreteSchedule:
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """Integer timesteps (int64, same shape as `sigma`) nearest to `sigma` in log space."""
-        log_sigmas = self.log_sigmas.to(sigma.device)
+        log_sigmas = self._log_sigmas_for(sigma.device)
         dists = sigma.to(torch.float32).log() - log_sigmas.reshape(-1, *([1] * sigma.dim()))
         return dists.abs().argmin(dim=0)
+
+    def _log_sigmas_for(self, device: torch.device) -> torch.Tensor:
+        """The table on `device`, copied once per device (it is consulted at every model call)."""
+        if device not in self._log_sigmas_on:
+            self._log_sigmas_on[device] = self.log_sigmas.to(device)
+        return self._log_sigmas_on[device]
 
     def sigma(self, t: torch.Tensor | float) -> torch.Tensor:
         """σ at a possibly fractional timestep: log σ interpolated linearly, in float32."""
         t = torch.as_tensor(t, dtype=torch.float32)
-        log_sigmas = self.log_sigmas.to(t.device)
+        log_sigmas = self._log_sigmas_for(t.device)
         t = t.clamp(0, len(log_sigmas) - 1)
         low, high, w = t.floor().long(), t.ceil().long(), t.frac()
         return ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp()

@@ -7,6 +7,7 @@ import string
 from typing import Annotated, Any, NamedTuple
 
 from nodes.api import Context, Environment, Input, Node, node
+from nodes.identity import run_record
 from nodes.images import PNG_LEVEL_PREVIEW, PNG_LEVEL_SAVE, load_image, output_names, save_png
 from nodes.types import Choices, Image, Mask
 
@@ -42,10 +43,12 @@ def _save_batch(ctx: Context, images: Any, folder_kind: str, prefix: str, level:
     folder = getattr(ctx.env.paths, folder_kind)
     height, width = int(images.shape[1]), int(images.shape[2])
     directory, base, counter = output_names(folder, prefix, width, height)
+    record = run_record(ctx)
     results = []
     for index, image in enumerate(images):
         name = f"{base.replace('%batch_num%', str(index))}_{counter:05}_.png"
-        save_png(image, directory / name, texts, level)
+        own = {"latentloom": {**record, "image": {"node": ctx.node_id, "batch_index": index}}}
+        save_png(image, directory / name, {**texts, **own}, level)
         subfolder = directory.relative_to(folder.resolve()).as_posix()
         results.append({"filename": name, "subfolder": "" if subfolder == "." else subfolder, "type": folder_kind})
         counter += 1
@@ -53,7 +56,11 @@ def _save_batch(ctx: Context, images: Any, folder_kind: str, prefix: str, level:
 
 
 def metadata_texts(ctx: Context) -> dict[str, Any]:
-    """PNG text chunks: the prompt that ran, then each key of extra_data["extra_pnginfo"] (e.g. workflow)."""
+    """PNG text chunks: the prompt that ran, then each key of extra_data["extra_pnginfo"] (e.g. workflow).
+
+    `_save_batch` adds our own `latentloom` chunk after them: versions, device, model hashes and which image of
+    which node the file is (`nodes.identity.run_record`), what `main.py reproduce` needs.
+    """
     texts: dict[str, Any] = {"prompt": ctx.prompt}
     texts.update(ctx.extra_data.get("extra_pnginfo") or {})
     return texts

@@ -94,7 +94,9 @@ def load_checkpoint(
     return Checkpoint(arch.family, unet, vae, encoders, path, dict(state.metadata))
 
 
-def load_vae_file(path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | None = None) -> AutoencoderKL:
+def load_vae_file(
+    path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | None = None
+) -> AutoencoderKL:
     """Load a standalone VAE file (original layout, keys bare or under `first_stage_model.`)."""
     state = open_state_dict(Path(path), allow_pickle=allow_pickle)
     prefix = VAE_PREFIX if f"{VAE_PREFIX}decoder.conv_in.weight" in state.shapes else ""

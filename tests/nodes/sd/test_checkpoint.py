@@ -17,7 +17,14 @@ from safetensors.torch import save_file
 from transformers import CLIPTextModel
 
 from nodes.sd import tiny
-from nodes.sd.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_diffusers_folder, load_model
+from nodes.sd.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    load_diffusers_folder,
+    load_model,
+    load_vae_file,
+)
 from nodes.sd.families import V_PRED_STD_THRESHOLD, detect
 from nodes.sd.statedict import StateDict, open_state_dict
 
@@ -245,3 +252,21 @@ def test_loaded_text_encoder_class_and_unet_attention(tiny_checkpoints):
     checkpoint = load_checkpoint(tiny_checkpoints.single_file("sd2"))
     assert type(checkpoint.text_encoders["h"]) is CLIPTextModel  # SD2 never applies OpenCLIP's projection
     assert all(isinstance(p, AttnProcessor2_0) for p in checkpoint.unet.attn_processors.values())
+
+
+@pytest.mark.parametrize("prefix", ["", "first_stage_model."])
+def test_standalone_vae_file_loads_bare_or_prefixed_keys(tiny_checkpoints, tmp_path, prefix):
+    vae_keys = {
+        prefix + k.removeprefix("first_stage_model."): v
+        for k, v in _sd1_tensors(tiny_checkpoints).items()
+        if k.startswith("first_stage_model.")
+    }
+    path = tmp_path / "vae.safetensors"
+    save_file(vae_keys, path)
+    vae = load_vae_file(path)
+    assert_fully_loaded(vae)
+    assert_same_weights(vae, tiny_checkpoints.models("sd1").vae)
+    unet_only = tmp_path / "unet_only.safetensors"
+    save_file({k: v for k, v in _sd1_tensors(tiny_checkpoints).items() if k.startswith("model.")}, unet_only)
+    with pytest.raises(CheckpointError, match="not a VAE"):
+        load_vae_file(unet_only)

@@ -159,14 +159,15 @@ def _concat(unet_config, extras, batch, latent_hw, latent_scale, latent_image, n
         return None
     mask = extras.get("concat_mask", noise_mask)
     concat_latent = extras.get("concat_latent_image")
+    # Built on the CPU like the rest of a ModelCond (the latent and mask may come from the UNet's device).
     if concat_latent is not None:
-        concat_latent = concat_latent.to(torch.float32) * latent_scale
+        concat_latent = concat_latent.to(torch.float32).cpu() * latent_scale
     else:
-        concat_latent = latent_image
+        concat_latent = latent_image.cpu()
     if mask is None:
         blank = torch.tensor(BLANK_INPAINT_LATENT, dtype=torch.float32).reshape(1, 4, 1, 1)
         return torch.cat([torch.ones((batch, 1) + latent_hw), blank.expand((batch, 4) + latent_hw)], dim=1)
-    mask = mask.to(torch.float32)
+    mask = mask.to(torch.float32).cpu()
     mask = (mask[:, :1] if mask.dim() == 4 else mask).reshape((-1, 1) + tuple(mask.shape[-2:]))
     mask = _resize_to_batch_size(_resize_hw(mask, latent_hw).round(), batch)
     concat_latent = _resize_to_batch_size(_resize_hw(concat_latent.to(torch.float32), latent_hw), batch)
@@ -215,7 +216,7 @@ def prepare_conditioning(
             time_ids = _time_ids(unet_config, extras, pooled.shape[-1], latent_hw, negative)
             item.text_embeds = repeat_to_batch_size(pooled.to(torch.float32).cpu().reshape(-1, pooled.shape[-1]), batch_size)
             item.time_ids = torch.tensor([time_ids], dtype=torch.float32).repeat(batch_size, 1)
-        item.concat = _concat(unet_config, extras, batch_size, tuple(latent_hw), latent_scale, latent_image.cpu(), noise_mask)
+        item.concat = _concat(unet_config, extras, batch_size, tuple(latent_hw), latent_scale, latent_image, noise_mask)
         out.append(item)
     return out
 

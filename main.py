@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--preview", action="store_true", help="send live previews while sampling")
     serve.add_argument("--auth-token", default=None, help="token required when listening beyond loopback")
     serve.add_argument("--no-auth", action="store_true", help="waive the token on a non-loopback address")
+    serve.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB",
+                       help="largest request body in MB; bigger ones get 413 (default 100)")
+    serve.add_argument("--preview-size", type=int, default=512, help="largest preview side in pixels (default 512)")
+    serve.add_argument("--interrupted-prompts", choices=("requeue", "fail"), default="requeue",
+                       help="what a start does with a prompt that was running when the server died (default requeue)")
     serve.add_argument("--demo-if-empty", action="store_true",
                        help="write the tiny demo checkpoint when models/checkpoints has none")
     run = sub.add_parser("run", help="run a workflow headless and write its outputs")
@@ -147,16 +152,33 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 DEMO_CHECKPOINT = "latentloom-demo-tiny.safetensors"
+DEMO_INPUT = "example.png"
 
 
 def cmd_demo_checkpoint(args: argparse.Namespace) -> int:
-    """Write a tiny random-weight SD1.x checkpoint in the real single-file layout; it only makes noise."""
+    """Write a tiny random-weight SD1.x checkpoint in the real single-file layout (it only makes noise), and an
+    input image for the img2img example."""
     from nodes.sd.tiny import write_single_file
 
-    target = make_environment(args).paths.models("checkpoints") / DEMO_CHECKPOINT
+    paths = make_environment(args).paths
+    target = paths.models("checkpoints") / DEMO_CHECKPOINT
     write_single_file("sd1", target, seed=0)
     print(target)
+    example = paths.input / DEMO_INPUT
+    if not example.exists():
+        write_demo_image(example)
+        print(example)
     return 0
+
+
+def write_demo_image(path: Path) -> None:
+    """A 64×64 test card (colour gradients), for the img2img example workflow."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:64, 0:64].astype(np.float32) / 63.0
+    rgb = np.stack([x, y, 1.0 - (x + y) / 2.0], axis=-1)
+    Image.fromarray((rgb * 255).astype(np.uint8)).save(path)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,87 @@
+"""Server settings and the exposure rule: who may reach the server, and with what.
+
+Safe by default: the server binds 127.0.0.1 and answers only requests addressed to a loopback name (so a web
+page cannot reach it through DNS rebinding) and not sent by a page of another site (`Origin`). Binding any other
+address needs a token (`--auth-token` or `LATENTLOOM_AUTH_TOKEN`), sent as `Authorization: Bearer <token>` or,
+where a header cannot be set (websockets, `<img src>`), as the `token` query parameter — unless the operator
+waives it explicitly with `--no-auth`. A configured token is required on every bind, loopback included.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from executor.queue import HISTORY_MAX
+
+AUTH_TOKEN_ENV = "LATENTLOOM_AUTH_TOKEN"
+DEFAULT_MAX_UPLOAD = 100 * 1024 * 1024  # ComfyUI's --max-upload-size default (100 MB)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ExposureError(ValueError):
+    """Settings that would expose the server without a token."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and loopback IP literals (brackets allowed around IPv6)."""
+    host = host.strip().lower().strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listen_addresses(listen: str) -> list[str]:
+    """`--listen` may name several addresses separated by commas (ComfyUI's form)."""
+    return [a.strip() for a in listen.split(",") if a.strip()] or ["127.0.0.1"]
+
+
+@dataclass
+class ServerConfig:
+    """Everything `create_app` needs; `from_args` maps the `serve` command line onto it."""
+
+    data_dir: Path | None = None
+    listen: str = "127.0.0.1"
+    port: int = 8188
+    preview: bool = False  # live JPEG previews while sampling (off by default, as in ComfyUI)
+    preview_size: int = 512
+    auth_token: str | None = None
+    no_auth: bool = False
+    max_upload_size: int = DEFAULT_MAX_UPLOAD  # bytes; bigger request bodies get 413
+    interrupted_prompts: Literal["requeue", "fail"] = "requeue"  # what a restart does with a prompt that was running
+    history_max: int = HISTORY_MAX
+    shutdown_grace: float = 5.0  # seconds a running prompt may take to finish on shutdown before it is re-queued
+    cache_bytes: int | None = None  # the executor's memory cache budget (None: the executor's default)
+    web_root: Path = REPO_ROOT / "web"
+    wipe_temp: bool = True  # ComfyUI empties temp/ at start (previews written by PreviewImage)
+
+    @property
+    def loopback_only(self) -> bool:
+        return all(is_loopback_host(a) for a in listen_addresses(self.listen))
+
+    def check_exposure(self) -> None:
+        """Refuse to serve beyond loopback without a token unless waived."""
+        if self.auth_token is not None and not self.auth_token.strip():
+            raise ExposureError("the auth token is empty")
+        if not self.loopback_only and self.auth_token is None and not self.no_auth:
+            raise ExposureError(
+                f"listening on {self.listen} needs a token: pass --auth-token TOKEN or set {AUTH_TOKEN_ENV} "
+                "(or --no-auth to serve without one, which lets anyone who can reach the port run workflows "
+                "and read your outputs)")
+
+    @classmethod
+    def from_args(cls, args) -> ServerConfig:
+        token = args.auth_token if getattr(args, "auth_token", None) else os.environ.get(AUTH_TOKEN_ENV) or None
+        return cls(
+            data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
+            listen=args.listen, port=args.port, preview=bool(getattr(args, "preview", False)),
+            auth_token=token, no_auth=bool(getattr(args, "no_auth", False)),
+            max_upload_size=int(getattr(args, "max_upload_size", DEFAULT_MAX_UPLOAD / 2**20) * 2**20),
+            interrupted_prompts=getattr(args, "interrupted_prompts", "requeue"),
+            preview_size=int(getattr(args, "preview_size", 512)),
+        )

@@ -1,0 +1,24 @@
+"""Typed keys of the objects an app shares between its routes (aiohttp `web.AppKey`s).
+
+`CONFIG`, `REGISTRY`, `ENV` and `HUB` exist from the app factory on; `STORE`, `EXECUTOR` and `WORKER` are
+created when the app starts (its `cleanup_ctx`) and are gone after it stops.
+"""
+from __future__ import annotations
+
+from aiohttp import web
+
+from executor.queue import QueueStore
+from executor.run import Executor
+from nodes.api import Environment
+from nodes.registry import Registry
+from server.config import ServerConfig
+from server.hub import Hub
+from server.worker import Worker
+
+CONFIG = web.AppKey("config", ServerConfig)
+REGISTRY = web.AppKey("registry", Registry)
+ENV = web.AppKey("env", Environment)
+HUB = web.AppKey("hub", Hub)
+STORE = web.AppKey("store", QueueStore)
+EXECUTOR = web.AppKey("executor", Executor)
+WORKER = web.AppKey("worker", Worker)

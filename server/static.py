@@ -1,0 +1,81 @@
+"""The editor's files: `web/` at `/`, and the graph library at `/lib/litegraph/`.
+
+- `GET /` is `web/index.html`, or a small placeholder page (from here, not from `web/`) until the editor exists.
+- `GET /lib/litegraph/<path>` serves `web/node_modules/@comfyorg/litegraph/dist/<path>` when npm installed it.
+- Any other `GET /<path>` is a file under `web/` (the route is registered last, so API routes win).
+Paths are resolved and must stay inside their folder (no `..`, no symlink out); `.js`, `.css` and `.html` are sent
+with `Cache-Control: no-cache` so an updated editor is picked up at once. These routes need no token: they hold
+no data, only the editor's code.
+"""
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from aiohttp import web
+
+from nodes.paths import DataPaths, UnsafePathError
+from server.api import PUBLIC
+from server.state import CONFIG
+
+LITEGRAPH_DIST = Path("node_modules") / "@comfyorg" / "litegraph" / "dist"
+LITEGRAPH_URL = "/lib/litegraph/"
+NO_CACHE = (".js", ".mjs", ".css", ".html", ".json", ".map")
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("text/javascript", ".js")
+
+PLACEHOLDER = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>latentloom</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}
+code{background:#f3f3f3;padding:.1em .3em;border-radius:3px}</style></head>
+<body><h1>latentloom</h1>
+<p>The server is running. The graph editor is not installed in <code>web/</code> yet.</p>
+<p>The HTTP and websocket API speaks ComfyUI's protocol: <a href="/docs">API documentation</a>,
+<a href="/openapi.json">OpenAPI document</a>, <a href="/object_info">node types</a>.</p>
+</body></html>
+"""
+
+
+def _send(base: Path, relative: str) -> web.StreamResponse:
+    if any(part.startswith(".") for part in relative.split("/")):
+        raise web.HTTPNotFound()  # dotfiles (.env, .git) are never the editor's
+    try:
+        path = DataPaths(base).resolve(base, relative)
+    except UnsafePathError:
+        raise web.HTTPForbidden() from None
+    if path.is_dir():
+        path = path / "index.html"
+    if not path.is_file():
+        raise web.HTTPNotFound()
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if path.suffix in NO_CACHE:
+        headers["Cache-Control"] = "no-cache"
+    return web.FileResponse(path, headers=headers)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    root = request.app[CONFIG].web_root
+    if (root / "index.html").is_file():
+        return _send(root, "index.html")
+    return web.Response(text=PLACEHOLDER, content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+async def litegraph(request: web.Request) -> web.StreamResponse:
+    base = request.app[CONFIG].web_root / LITEGRAPH_DIST
+    if not base.is_dir():
+        raise web.HTTPNotFound(text="the graph library is not installed (npm install in web/)")
+    return _send(base, request.match_info["path"])
+
+
+async def web_file(request: web.Request) -> web.StreamResponse:
+    root = request.app[CONFIG].web_root
+    if not root.is_dir():
+        raise web.HTTPNotFound()
+    return _send(root, request.match_info["path"])
+
+
+def add_static_routes(app: web.Application) -> None:
+    """Register after every API route: the catch-all must not shadow them."""
+    app.router.add_get("/", index, name=PUBLIC + "index")
+    app.router.add_get(LITEGRAPH_URL + "{path:.+}", litegraph, name=PUBLIC + "litegraph")
+    app.router.add_get("/{path:.+}", web_file, name=PUBLIC + "web")

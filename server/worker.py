@@ -1,0 +1,281 @@
+"""The queue worker: takes prompts from the store one at a time and runs them on the executor thread.
+
+Policy:
+- One long-lived executor thread (daemon, so a node that never returns cannot block process exit) validates
+  and executes each prompt; the event loop only moves items between the store and the hub. The executor knows
+  nothing of aiohttp: its events cross to the loop with `call_soon_threadsafe`, in emission order, and the run's
+  result crosses the same way, so it arrives after all of the run's events.
+- A prompt is validated again when it starts (files or nodes may have changed since it was queued, or the
+  process restarted); a prompt that no longer validates fails with `execution_error` naming the first node.
+- When a prompt ends: write its history entry, broadcast `status`, then send `executing {node: null}` to its
+  client — so a client that sees the "done" signal finds the entry in `/history`.
+- Previews are JPEG-encoded on the executor thread (never on the loop), only when previews are on.
+- `/free` requests are applied between prompts (at once when idle); `/interrupt` reaches the executor's flag
+  only while the named (or any) prompt runs.
+- Shutdown: the running prompt gets `shutdown_grace` seconds to finish, then is interrupted and put back in the
+  queue. If it still does not return, it stays marked running and the next start recovers it.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import io
+import logging
+import queue
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from executor.events import Event, ExecutionError, ExecutionStart
+from executor.queue import HistoryEntry, QueueItem, QueueStore
+from executor.run import Executor, RunResult
+from executor.validate import ValidationReport, validate
+from executor.workflow import WorkflowError, parse_workflow
+from nodes.api import Environment
+from nodes.registry import Registry
+from server.hub import Hub, Running, text
+
+log = logging.getLogger(__name__)
+INTERRUPT_WAIT = 30.0  # seconds an interrupted run may take to return during shutdown
+
+
+class ExecutorThread:
+    """Runs submitted callables one at a time on a single daemon thread; results come back as asyncio futures."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future, asyncio.AbstractEventLoop] | None]
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="latentloom-executor", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], Any]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._jobs.put((fn, future, loop))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, future, loop = job
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is gone (shutdown gave up on this run)
+                return
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+@dataclass
+class Invalid:
+    """A queued prompt that no longer validates when its turn comes."""
+
+    report: ValidationReport | None
+    error: WorkflowError | None = None
+
+
+def encode_preview(image: Any, size: int) -> bytes | None:
+    """A PIL image shrunk to fit size × size (bilinear), as JPEG quality 95 (ComfyUI's sampler previews)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        log.warning("preview of type %s ignored (a PIL image is expected)", type(image).__name__)
+        return None
+    img = image.convert("RGB") if image.mode != "RGB" else image.copy()
+    img.thumbnail((size, size), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+class Worker:
+    def __init__(self, *, store: QueueStore, registry: Registry, env: Environment, executor: Executor, hub: Hub,
+                 preview: bool, preview_size: int) -> None:
+        self.store, self.registry, self.env, self.executor, self.hub = store, registry, env, executor, hub
+        self.preview, self.preview_size = preview, preview_size
+        self.current: QueueItem | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._shutdown_interrupt = False
+        self._free = {"unload_models": False, "free_memory": False}
+        self._run_future: asyncio.Future | None = None
+        self._task: asyncio.Task | None = None
+        self._thread = ExecutorThread()
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = executor.subscribe(self._on_event)
+
+    # --- control (loop thread) ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = self._loop.create_task(self._serve())
+        self._wake.set()  # items recovered from the store may be waiting
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        """Interrupt the running prompt (only if it is `prompt_id`, when given); False when nothing matched."""
+        current = self.current
+        if current is None or (prompt_id is not None and current.prompt_id != prompt_id):
+            return False
+        self.executor.interrupt()
+        return True
+
+    def request_free(self, unload_models: bool, free_memory: bool) -> None:
+        self._free["unload_models"] |= unload_models
+        self._free["free_memory"] |= free_memory
+        self._wake.set()
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        self._wake.set()
+        run = self._run_future
+        if run is not None and not run.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(run), grace)
+            except (asyncio.TimeoutError, Exception):
+                pass
+            if not run.done():
+                self._shutdown_interrupt = True
+                self.executor.interrupt()
+                try:
+                    await asyncio.wait_for(asyncio.shield(run), INTERRUPT_WAIT)
+                except (asyncio.TimeoutError, Exception):
+                    pass
+        if self._task is not None:
+            if run is not None and not run.done():
+                log.warning("prompt %s did not stop; it will be recovered at the next start",
+                            self.current.prompt_id if self.current else "?")
+                self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._unsubscribe()
+        self._thread.stop()
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+    async def _serve(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            while not self._stopping:
+                self._apply_free()
+                item = self.store.claim()
+                if item is None:
+                    break
+                self.hub.status(self.store.remaining())
+                try:
+                    await self._run(item)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the worker must survive anything a prompt does
+                    log.exception("prompt %s: unexpected failure in the worker", item.prompt_id)
+            self._apply_free()
+
+    async def _run(self, item: QueueItem) -> None:
+        self.current = item
+        self.hub.running = Running(item.prompt_id, item.client_id)
+        try:
+            self._run_future = self._thread.submit(lambda: self._validate_and_execute(item))
+            try:
+                outcome = await self._run_future
+            except Exception as exc:  # a bug below the executor: record it as the prompt's failure
+                log.exception("prompt %s crashed the executor", item.prompt_id)
+                outcome = Invalid(None, WorkflowError("execution_failed", "Execution failed", repr(exc)))
+        finally:
+            self._run_future = None
+            self.current = None
+            self.hub.running = None
+        if isinstance(outcome, RunResult) and outcome.status == "interrupted" and self._shutdown_interrupt:
+            self.store.requeue(item.prompt_id)  # a clean shutdown: run it again at the next start
+            return
+        entry = self._history_entry(item, outcome)
+        self.store.finish(entry)
+        self.hub.status(self.store.remaining())
+        if item.client_id is not None:
+            self.hub.send(item.client_id, text("executing", {"node": None, "prompt_id": item.prompt_id}))
+
+    def _history_entry(self, item: QueueItem, outcome: RunResult | Invalid) -> HistoryEntry:
+        if isinstance(outcome, RunResult):
+            return HistoryEntry(item, "success" if outcome.success else "error", outcome.outputs,
+                                list(outcome.messages))
+        events = invalid_events(item, outcome)
+        for event in events:
+            self.hub.publish(event, item.client_id)
+        return HistoryEntry(item, "error", {}, [(e.type, e.data()) for e in events])
+
+    def _validate_and_execute(self, item: QueueItem) -> RunResult | Invalid:
+        """On the executor thread."""
+        try:
+            report = validate(parse_workflow(item.prompt), self.registry, self.env, item.outputs or None)
+        except WorkflowError as exc:
+            return Invalid(None, exc)
+        if not report.ok:
+            return Invalid(report)
+        return self.executor.execute(report, prompt_id=item.prompt_id, extra_data=item.extra_data,
+                                     prompt=item.prompt)
+
+    def _on_event(self, event: Event) -> None:
+        """Executor subscriber, on the executor thread."""
+        item = self.current
+        client_id = item.client_id if item is not None else None
+        jpeg = None
+        if event.type == "preview":
+            if not self.preview:
+                return
+            jpeg = encode_preview(getattr(event, "image", None), self.preview_size)
+            if jpeg is None:
+                return
+        try:
+            self._loop.call_soon_threadsafe(self.hub.publish, event, client_id, jpeg)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is listening any more
+
+    def _apply_free(self) -> None:
+        if not (self._free["unload_models"] or self._free["free_memory"]):
+            return
+        if self._free["free_memory"]:
+            self.executor.cache.clear()
+        manager = self.env.services.get("models")
+        offload = getattr(manager, "offload_all", None)
+        if callable(offload):
+            offload()
+        self._free = {"unload_models": False, "free_memory": False}
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def invalid_events(item: QueueItem, outcome: Invalid) -> list[Event]:
+    """`execution_start` + `execution_error` for a prompt that failed validation when its turn came."""
+    node_id, node_type, message = None, None, ""
+    if outcome.report is not None:
+        failing = outcome.report.node_errors()
+        if failing:
+            node_id = next(iter(failing))
+            node_type = failing[node_id]["class_type"]
+            first = failing[node_id]["errors"][0]
+            message = f"{first['message']}: {first['details']}"
+        elif outcome.report.error is not None:
+            message = f"{outcome.report.error.message}: {outcome.report.error.details}"
+    elif outcome.error is not None:
+        message = f"{outcome.error.message}: {outcome.error.details}"
+    return [ExecutionStart(item.prompt_id),
+            ExecutionError(prompt_id=item.prompt_id, node_id=node_id, node_type=node_type, executed=[],
+                           exception_message=message, exception_type="ValidationError", traceback=[],
+                           current_inputs={}, current_outputs=[])]

@@ -178,27 +178,35 @@ export class QueuePanel {
     const row = document.createElement("div");
     row.className = "ll-history-item";
     row.dataset.promptId = promptId;
-    const status = entry.status?.status_str ?? "?";
+    const status = historyStatus(entry);
     row.append(textDiv(`ll-status-${status}`, `${status} · ${promptId.slice(0, 8)}`));
-    const thumbs = document.createElement("div");
-    thumbs.className = "ll-thumbs";
-    for (const output of Object.values(entry.outputs ?? {})) {
-      for (const image of (output.images ?? []).slice(0, 4)) {
-        const img = document.createElement("img");
-        img.src = this.api.viewUrl(image);
-        img.alt = image.filename;
-        img.loading = "lazy";
-        thumbs.append(img);
-      }
-    }
-    row.append(thumbs);
     const open = document.createElement("button");
     open.textContent = "Open";
     open.title = "Open this run's workflow and results";
     open.addEventListener("click", () => this.actions.open(promptId, entry));
     row.append(open);
+    const images = Object.values(entry.outputs ?? {}).flatMap((output) => output.images ?? []);
+    if (images.length) {
+      const thumbs = document.createElement("div");
+      thumbs.className = "ll-thumbs";
+      for (const image of images.slice(0, 6)) {
+        const img = document.createElement("img");
+        img.src = this.api.viewUrl(image);
+        img.alt = image.filename;
+        img.title = image.filename;
+        thumbs.append(img);
+      }
+      row.append(thumbs);
+    }
     return row;
   }
+}
+
+/** "success", "error" or "interrupted" (ComfyUI records an interrupt as an error whose last message says so). */
+function historyStatus(entry) {
+  const messages = entry.status?.messages ?? [];
+  if (messages.at(-1)?.[0] === "execution_interrupted") return "interrupted";
+  return entry.status?.status_str ?? "unknown";
 }
 
 function textDiv(className, text) {

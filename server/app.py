@@ -53,7 +53,7 @@ def create_app(config: ServerConfig | None = None, registry: Registry | None = N
     app = web.Application(client_max_size=config.max_upload_size, middlewares=make_middlewares(config))
     app[CONFIG] = config
     app[REGISTRY] = registry
-    app[ENV] = Environment(DataPaths(config.data_dir))
+    app[ENV] = Environment(DataPaths(config.data_dir), previews=config.preview)
     app[HUB] = Hub(config.max_upload_size)
     routes = api_routes()
     add_routes(app, routes)

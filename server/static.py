@@ -2,6 +2,8 @@
 
 - `GET /` is `web/index.html`, or a small placeholder page (from here, not from `web/`) until the editor exists.
 - `GET /lib/litegraph/<path>` serves `web/node_modules/@comfyorg/litegraph/dist/<path>` when npm installed it.
+- `GET /workflows/<name>` serves the repository's example workflows read-only (the editor opens
+  `workflows/txt2img.json` on first use).
 - Any other `GET /<path>` is a file under `web/` (the route is registered last, so API routes win).
 Paths are resolved and must stay inside their folder (no `..`, no symlink out); `.js`, `.css` and `.html` are sent
 with `Cache-Control: no-cache` so an updated editor is picked up at once. These routes need no token: they hold
@@ -16,10 +18,12 @@ from aiohttp import web
 
 from nodes.paths import DataPaths, UnsafePathError
 from server.api import PUBLIC
+from server.config import REPO_ROOT
 from server.state import CONFIG
 
 LITEGRAPH_DIST = Path("node_modules") / "@comfyorg" / "litegraph" / "dist"
 LITEGRAPH_URL = "/lib/litegraph/"
+WORKFLOWS = REPO_ROOT / "workflows"
 NO_CACHE = (".js", ".mjs", ".css", ".html", ".json", ".map")
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/javascript", ".js")
@@ -67,6 +71,10 @@ async def litegraph(request: web.Request) -> web.StreamResponse:
     return _send(base, request.match_info["path"])
 
 
+async def workflow_file(request: web.Request) -> web.StreamResponse:
+    return _send(WORKFLOWS, request.match_info["path"])
+
+
 async def web_file(request: web.Request) -> web.StreamResponse:
     root = request.app[CONFIG].web_root
     if not root.is_dir():
@@ -78,4 +86,5 @@ def add_static_routes(app: web.Application) -> None:
     """Register after every API route: the catch-all must not shadow them."""
     app.router.add_get("/", index, name=PUBLIC + "index")
     app.router.add_get(LITEGRAPH_URL + "{path:.+}", litegraph, name=PUBLIC + "litegraph")
+    app.router.add_get("/workflows/{path:.+}", workflow_file, name=PUBLIC + "workflows")
     app.router.add_get("/{path:.+}", web_file, name=PUBLIC + "web")

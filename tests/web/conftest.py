@@ -105,7 +105,7 @@ def server_url(data_dir) -> str:
 
     registry = builtin_registry()
     registry.add_module(stub_nodes)
-    app = create_app(ServerConfig(data_dir=data_dir, port=0), registry)
+    app = create_app(ServerConfig(data_dir=data_dir, port=0, preview=True), registry)
     server = ServerThread(app)
     url = server.start()
     yield url

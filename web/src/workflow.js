@@ -59,8 +59,9 @@ export function graphToWorkflow(graph) {
         const widget = node.widgets?.find((w) => w.name === input.name);
         if (widget) inputs[input.name] = constant(widget.value);
       }
+      // "fixed" is what the server assumes when no mode is given, so files without modes round-trip unchanged
       const control = controlWidget(node, input.name);
-      if (control) (meta.control_after_generate ??= {})[input.name] = control.value;
+      if (control && control.value !== "fixed") (meta.control_after_generate ??= {})[input.name] = control.value;
     }
     const inside = groups.filter(({ group }) => containsCentre(group._bounding, node.boundingRect));
     if (inside.length) meta.groups = inside.map(({ meta: m }) => m);

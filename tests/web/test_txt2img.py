@@ -67,7 +67,7 @@ def test_default_txt2img_runs_with_progress_previews_and_the_image_in_save_image
     png = data_dir / "output" / image["subfolder"] / image["filename"]
     with Image.open(png) as written:
         size = list(written.size)
-    shown = page.evaluate("(() => { const i = app.run.display(app.graph.getNodeById('9')).images[0]; return [i.naturalWidth, i.naturalHeight]; })()")
+    shown = page.evaluate("(() => { const i = app.display(app.graph.getNodeById('9')).images[0]; return [i.naturalWidth, i.naturalHeight]; })()")
     assert shown == size  # the node shows the file SaveImage wrote
     page.screenshot(path=str(REPO / "test-artifacts" / "web" / "txt2img_result.png"))
 

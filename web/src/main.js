@@ -106,7 +106,7 @@ export class Editor {
       isRunning: (node) => this.run.isRunning(node.id),
       progressOf: (node) => this.run.progressOf(node.id),
       errorsOf: (node) => this.run.errorsOf(node.id),
-      display: (node) => this.run.display(node, this.uploadedImage(node)),
+      display: (node) => this.display(node),
       pickAndUpload: (node, name) => this.pickAndUpload(node, name),
       upload: (node, name, file) => this.upload(node, name, file),
       changed: () => this.changed(),
@@ -330,6 +330,11 @@ export class Editor {
       const message = error instanceof FileProblem ? error.message : `Could not open ${file.name}: ${error.message}`;
       this.notices.show(message, "error", 15000);
     }
+  }
+
+  /** What a node shows in its body (see RunState.display). */
+  display(node) {
+    return this.run.display(node, this.uploadedImage(node));
   }
 
   uploadWidget(node, name) {

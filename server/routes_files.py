@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import FileField
 
 from nodes.paths import DataPaths, UnsafePathError
@@ -128,7 +129,7 @@ async def read_upload(request: web.Request) -> tuple[FileField, str, str, bool, 
         raise ApiError(400, "invalid_request", "Invalid request", "send multipart/form-data with an 'image' part")
     try:
         form = await request.post()
-    except ValueError as exc:
+    except (ValueError, HttpProcessingError) as exc:
         raise ApiError(400, "invalid_request", "Invalid request", f"unreadable form: {exc}") from None
     image = form.get("image")
     if not isinstance(image, FileField) or not image.filename:

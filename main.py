@@ -1,9 +1,13 @@
-"""latentloom command line: `serve`, `run`, `validate`, `nodes`.
+"""latentloom command line: `serve`, `run`, `validate`, `nodes`, `reproduce`.
 
     python main.py serve [--listen 127.0.0.1] [--port 8188] [--data-dir data]
     python main.py run WORKFLOW.json        # headless; exit 1 on invalid input, 2 on a failed run
     python main.py validate WORKFLOW.json   # prints the validation report; exit 1 when not clean
     python main.py nodes                    # node types with their inputs and outputs
+    python main.py reproduce IMAGE.png      # re-run an image's embedded workflow; exit 3 when pixels differ
+
+Workflows may be in the API format or ComfyUI's UI format (converted by executor.ui_format). Plugins from the
+data folder's custom_nodes/ and installed packages are loaded unless --disable-plugins.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from nodes.paths import DATA_DIR_ENV
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentloom", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help=f"data folder (default: ${DATA_DIR_ENV} or ./data)")
+    parser.add_argument("--disable-plugins", action="store_true",
+                        help="load no plugins (custom_nodes/ and installed latentloom.nodes entry points)")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the HTTP/websocket server and the editor")
     serve.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -40,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="validate a workflow and print the report")
     validate.add_argument("workflow", type=Path)
     sub.add_parser("nodes", help="list node types with their inputs and outputs")
+    reproduce = sub.add_parser("reproduce", help="re-run the workflow embedded in an image and compare pixels")
+    reproduce.add_argument("image", type=Path)
+    reproduce.add_argument("--save", type=Path, default=None, help="also write the reproduced PNG here")
     sub.add_parser("demo-checkpoint", help="write the tiny random-weight demo checkpoint (produces noise)")
     return parser
 
@@ -56,22 +65,50 @@ def make_environment(args: argparse.Namespace):
     return Environment(DataPaths(args.data_dir))
 
 
+def make_registry(args: argparse.Namespace, env):
+    """Built-in nodes and plugins; a plugin that fails is named on stderr and the rest go on."""
+    from nodes.builtin import full_registry
+
+    registry, plugins = full_registry(env.paths, plugins=not getattr(args, "disable_plugins", False))
+    for plugin in plugins.items:
+        if plugin.status in ("failed", "partial"):
+            problems = [plugin.error] if plugin.error else [f"{k}: {v}" for k, v in plugin.node_errors.items()]
+            print(f"warning: plugin {plugin.name} {plugin.status}: {'; '.join(problems)}", file=sys.stderr)
+    return registry
+
+
 def load_report(args: argparse.Namespace, env, targets: list[str] | None = None):
+    """Read, convert (UI format), resolve models by hash, parse and validate: (report, prompt, extra_data)."""
+    from executor.ui_format import is_ui_format, ui_to_api
     from executor.validate import validate
-    from executor.workflow import WorkflowError, parse_workflow
-    from nodes.builtin import builtin_registry
+    from executor.workflow import WorkflowError, load_json, parse_workflow
+    from nodes.identity import resolve_models
 
     try:
         text = args.workflow.read_bytes()
     except OSError as exc:
         print(f"error: cannot read {args.workflow}: {exc.strerror}", file=sys.stderr)
         return None
+    registry = make_registry(args, env)
+    extra_data: dict[str, Any] = {}
     try:
-        workflow = parse_workflow(text)
+        doc = load_json(text)
+        if is_ui_format(doc):
+            conversion = ui_to_api(doc, registry)
+            for note in conversion.notes:
+                print(f"note: {note}", file=sys.stderr)
+            extra_data = {"extra_pnginfo": {"workflow": doc}}  # saved images carry the file, as ComfyUI's do
+            doc = conversion.prompt
+        workflow = parse_workflow(doc)
     except WorkflowError as exc:
         print(f"error: {args.workflow}: {exc.message}: {exc.details}", file=sys.stderr)
         return None
-    return validate(workflow, builtin_registry(), env, targets)
+    resolution = resolve_models(workflow.to_api(), env)
+    for note in resolution.notes:
+        print(f"{'error' if note in resolution.missing else 'note'}: {note.message()}", file=sys.stderr)
+    if resolution.notes:
+        workflow = parse_workflow(resolution.prompt)
+    return validate(workflow, registry, env, targets), resolution.prompt, extra_data
 
 
 def print_report(report, stream=sys.stderr) -> None:
@@ -86,9 +123,10 @@ def print_report(report, stream=sys.stderr) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    report = load_report(args, make_environment(args))
-    if report is None:
+    loaded = load_report(args, make_environment(args))
+    if loaded is None:
         return 1
+    report = loaded[0]
     print_report(report, sys.stdout)
     if report.clean:
         print(f"ok: outputs {', '.join(report.outputs)}")
@@ -99,16 +137,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from executor.run import Executor
 
     env = make_environment(args)
-    report = load_report(args, env, args.target)
-    if report is None:
+    loaded = load_report(args, env, args.target)
+    if loaded is None:
         return 1
+    report, prompt, extra_data = loaded
     print_report(report)
     if not report.ok:
         return 1
     executor = Executor(env)
     if sys.stderr.isatty():
         executor.subscribe(ProgressPrinter())
-    result = executor.execute(report, prompt_id=str(uuid.uuid4()))
+    result = executor.execute(report, prompt_id=str(uuid.uuid4()), prompt=prompt, extra_data=extra_data)
     for nid, ui in result.outputs.items():
         for image in ui.get("images", []):
             folder = getattr(env.paths, image.get("type", "output"))
@@ -138,9 +177,7 @@ class ProgressPrinter:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from nodes.builtin import builtin_registry
-
-    for spec in sorted(builtin_registry(), key=lambda s: (s.category, s.name)):
+    for spec in sorted(make_registry(args, make_environment(args)), key=lambda s: (s.category, s.name)):
         aliases = f" (also {', '.join(spec.aliases)})" if spec.aliases else ""
         print(f"{spec.name}{aliases} [{spec.category}] v{spec.version}")
         for inp in spec.inputs:
@@ -189,8 +226,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Exit 0 when the pixels match, 3 when they differ, 2 when the run fails, 1 when the file is unusable."""
+    from executor.reproduce import reproduce
+
+    env = make_environment(args)
+    outcome = reproduce(args.image, make_registry(args, env), env)
+    for note in outcome.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if outcome.status in ("invalid", "failed"):
+        print(f"error: {args.image}: {outcome.message}", file=sys.stderr)
+        return 1 if outcome.status == "invalid" else 2
+    if args.save is not None and outcome.reproduced is not None:
+        args.save.write_bytes(outcome.reproduced)
+    devices = f"made on {outcome.made_on or 'an unknown device'}, reproduced on {outcome.now_on}"
+    print(f"{outcome.status}: {outcome.comparison.describe()} ({outcome.image}; {devices})")
+    return 0 if outcome.status == "match" else 3
+
+
 COMMANDS = {"serve": cmd_serve, "run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes,
-            "demo-checkpoint": cmd_demo_checkpoint}
+            "demo-checkpoint": cmd_demo_checkpoint, "reproduce": cmd_reproduce}
 
 if __name__ == "__main__":
     try:

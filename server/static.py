@@ -54,6 +54,9 @@ def _send(base: Path, relative: str) -> web.StreamResponse:
     headers = {"X-Content-Type-Options": "nosniff"}
     if path.suffix in NO_CACHE:
         headers["Cache-Control"] = "no-cache"
+    ctype = mimetypes.guess_type(path.name)[0]
+    if ctype:
+        headers["Content-Type"] = ctype
     return web.FileResponse(path, headers=headers)
 
 

@@ -8,8 +8,9 @@ Which inputs: INT inputs declared with `control_after_generate` (e.g. KSampler's
 `value`). How a workflow asks, per node of the API-format prompt:
 
 - the input's value is the string `"random"` (or `"randomize"`), or `-1` when the input's minimum is ≥ 0 (so a
-  legitimate -1 is never taken): a random value in [min, min(max, 2**50)] (2**50 keeps it exact in a browser,
-  as ComfyUI's editor does);
+  legitimate -1 is never taken): a random value in [max(min, 0), min(max, 2**50)] — never negative, so a random
+  PrimitiveInt can feed KSampler's seed, and at most 2**50 so a browser shows it exactly (ComfyUI's editor caps
+  the same way);
 - `"_meta": {"control_after_generate": MODE}` — MODE is `"fixed"`, `"randomize"`, `"increment"` or
   `"decrement"` for every controlled input of the node, or `{"<input>": MODE}` per input; the mode the editor's
   control-after-generate widget shows:
@@ -65,8 +66,10 @@ def controlled_inputs(registry: Registry, class_type: Any) -> dict[str, InputSpe
 
 
 def random_seed(lo: int, hi: int, randbelow: Callable[[int], int] = secrets.randbelow) -> int:
-    top = min(hi, RANDOM_CAP) if lo <= RANDOM_CAP else hi
-    return lo + randbelow(top - lo + 1)
+    """A value in [max(lo, 0), min(hi, 2**50)] (the input's own range when it lies outside that window)."""
+    bottom = max(lo, 0) if hi >= 0 else lo  # seeds are non-negative: a PrimitiveInt feeding KSampler must validate
+    top = min(hi, RANDOM_CAP) if bottom <= RANDOM_CAP else hi
+    return bottom + randbelow(top - bottom + 1)
 
 
 def resolve_seeds(prompt: Mapping[str, Any], registry: Registry, counters: SeedCounters, *, client_id: str = "",

@@ -204,6 +204,10 @@ def test_random_range_is_capped_for_browsers(seed_registry, store):
     assert top["1"]["inputs"]["seed"] == RANDOM_CAP
     real = resolve_seeds(prompt, seed_registry, store)["1"]["inputs"]["seed"]
     assert isinstance(real, int) and 0 <= real <= RANDOM_CAP
+    # PrimitiveInt allows negatives, but a random one is a seed: never below 0
+    primitive = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": "random"}}}
+    assert resolve_seeds(primitive, seed_registry, store, randbelow=lambda n: 0)["1"]["inputs"]["value"] == 0
+    assert resolve_seeds(primitive, seed_registry, store, randbelow=lambda n: n - 1)["1"]["inputs"]["value"] == RANDOM_CAP
 
 
 def test_meta_modes(seed_registry, store):

@@ -88,8 +88,9 @@ async def test_invalid_workflows(client):
     assert (await resp.json())["error"] == {
         "type": "invalid_prompt", "message": "Cannot execute because a node is missing the class_type property.",
         "details": "Node ID '#1'", "extra_info": {}}
-    ui = {"nodes": [], "links": [], "version": 0.4}
-    assert (await (await client.post("/prompt", json={"prompt": ui})).json())["error"]["type"] == "invalid_prompt"
+    ui = {"nodes": [{"id": 1, "type": "Nope"}], "links": [], "version": 0.4}  # UI format is converted first
+    ui_error = (await (await client.post("/prompt", json={"prompt": ui})).json())["error"]
+    assert ui_error["type"] == "invalid_prompt" and "unknown node type(s) Nope" in ui_error["message"]
     unknown = await (await client.post("/prompt", json={"prompt": {"1": {"class_type": "Nope", "inputs": {}}}})).json()
     assert unknown["error"]["type"] == "invalid_prompt" and "Nope" in unknown["error"]["message"]
     no_out = await (await client.post("/prompt", json={"prompt": {"1": {"class_type": "Constant",

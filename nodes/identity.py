@@ -141,7 +141,8 @@ def model_uses(prompt: Mapping[str, Any], node_ids: list[str] | None = None) -> 
         if nid in seen or nid not in nodes:
             continue
         seen.add(nid)
-        for name, value in (nodes[nid].get("inputs") or {}).items():
+        inputs = nodes[nid].get("inputs")
+        for name, value in (inputs.items() if isinstance(inputs, Mapping) else ()):
             if isinstance(value, list) and len(value) == 2 and not isinstance(value[0], list):
                 todo.append(str(value[0]))
             elif name in MODEL_INPUTS and isinstance(value, str):

@@ -25,13 +25,14 @@ from executor.store_sqlite import DB_NAME, SqliteQueueStore
 from nodes.api import Environment
 from nodes.paths import DataPaths
 from nodes.registry import Registry
-from server import routes_files, routes_info, routes_prompt, routes_ws
+from nodes.plugins import Plugins
+from server import routes_files, routes_info, routes_plugins, routes_prompt, routes_ws
 from server.api import Route, add_routes
 from server.config import ExposureError, ServerConfig, listen_addresses
 from server.hub import Hub
 from server.openapi import add_openapi_routes
 from server.security import make_middlewares
-from server.state import CONFIG, ENV, EXECUTOR, HUB, REGISTRY, STORE, WORKER
+from server.state import CONFIG, ENV, EXECUTOR, HUB, PLUGINS, REGISTRY, STORE, WORKER
 from server.static import add_static_routes
 from server.worker import Worker
 
@@ -39,25 +40,30 @@ log = logging.getLogger("latentloom.server")
 
 
 def api_routes() -> list[Route]:
-    return [*routes_prompt.ROUTES, *routes_files.ROUTES, *routes_info.ROUTES, *routes_ws.ROUTES]
+    return [*routes_prompt.ROUTES, *routes_files.ROUTES, *routes_info.ROUTES, *routes_plugins.ROUTES,
+            *routes_ws.ROUTES]
 
 
-def create_app(config: ServerConfig | None = None, registry: Registry | None = None) -> web.Application:
-    """The application. `registry` defaults to the built-in nodes (`nodes.builtin.builtin_registry()`)."""
+def create_app(config: ServerConfig | None = None, registry: Registry | None = None,
+               plugins: Plugins | None = None) -> web.Application:
+    """The application. `registry` defaults to the built-in nodes and the data folder's plugins
+    (`nodes.builtin.full_registry`); a registry passed in comes with `plugins` (default: none)."""
     config = config if config is not None else ServerConfig()
     config.check_exposure()
     if registry is None:
-        from nodes.builtin import builtin_registry
+        from nodes.builtin import full_registry
 
-        registry = builtin_registry()
+        registry, plugins = full_registry(DataPaths(config.data_dir), plugins=config.plugins)
     app = web.Application(client_max_size=config.max_upload_size, middlewares=make_middlewares(config))
     app[CONFIG] = config
     app[REGISTRY] = registry
+    app[PLUGINS] = plugins if plugins is not None else Plugins()
     app[ENV] = Environment(DataPaths(config.data_dir), previews=config.preview)
     app[HUB] = Hub(config.max_upload_size)
     routes = api_routes()
     add_routes(app, routes)
     add_openapi_routes(app, routes)
+    routes_plugins.add_plugin_files(app)
     add_static_routes(app)
     app.cleanup_ctx.append(engine)
     app.on_shutdown.append(close_websockets)

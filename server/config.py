@@ -59,6 +59,7 @@ class ServerConfig:
     cache_bytes: int | None = None  # the executor's memory cache budget (None: the executor's default)
     web_root: Path = REPO_ROOT / "web"
     wipe_temp: bool = True  # ComfyUI empties temp/ at start (previews written by PreviewImage)
+    plugins: bool = True  # load custom_nodes/ and installed entry-point plugins (--disable-plugins: none)
 
     @property
     def loopback_only(self) -> bool:
@@ -84,4 +85,5 @@ class ServerConfig:
             max_upload_size=int(getattr(args, "max_upload_size", DEFAULT_MAX_UPLOAD / 2**20) * 2**20),
             interrupted_prompts=getattr(args, "interrupted_prompts", "requeue"),
             preview_size=int(getattr(args, "preview_size", 512)),
+            plugins=not getattr(args, "disable_plugins", False),
         )

@@ -60,10 +60,6 @@ async def features(request: web.Request) -> web.Response:
                           "max_upload_size": float(request.app[CONFIG].max_upload_size)})
 
 
-async def extensions(request: web.Request) -> web.Response:
-    return json_response([])  # no frontend extension scripts: the editor is ours
-
-
 async def system_stats(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(collect_stats))
 
@@ -132,8 +128,6 @@ ROUTES = [
           responses={200: ("files", list[str]), 404: ("unknown folder", None)}),
     Route("GET", "/features", features, "Server features", "system",
           responses={200: ("features", s.FeaturesResponse)}),
-    Route("GET", "/extensions", extensions, "Frontend extension scripts (none)", "system",
-          responses={200: ("script URLs", list[str])}),
     Route("GET", "/system_stats", system_stats, "Versions, memory and devices", "system",
           responses={200: ("stats", s.SystemStatsResponse)}),
 ]

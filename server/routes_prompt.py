@@ -1,7 +1,8 @@
 """Queueing and control routes: `/prompt`, `/queue`, `/history`, `/interrupt`, `/free` (protocol §1.3–§1.6, §1.9).
 
 `POST /prompt`, in order: read and validate the body (400 `invalid_json` / `invalid_request`, never ComfyUI's
-500), require `prompt` (400 `no_prompt`), choose the number (the caller's, else the persistent counter, negated
+500), require `prompt` (400 `no_prompt`), convert a UI-format prompt and swap in models found by their recorded
+hash (routes_plugins.prepare_prompt), choose the number (the caller's, else the persistent counter, negated
 for `front`), resolve seeds (executor.seeds), parse and validate the workflow (400 with ComfyUI's `error` +
 `node_errors`), store the item with `client_id` copied into `extra_data`, broadcast `status`, wake the worker,
 answer `{prompt_id, number, node_errors}`. The prompt is stored and run with its seeds resolved.
@@ -19,6 +20,7 @@ from executor.validate import validate
 from executor.workflow import WorkflowError, parse_workflow
 from server import schemas as s
 from server.api import ApiError, Route, empty_ok, json_response, read_model, read_query
+from server.routes_plugins import prepare_prompt
 from server.state import ENV, HUB, REGISTRY, STORE, WORKER
 
 BAD = (400, ("refused: ComfyUI's error envelope", s.ErrorResponse))
@@ -34,8 +36,9 @@ async def post_prompt(request: web.Request) -> web.Response:
     if not prompt_id or len(prompt_id) > s.MAX_ID_LENGTH:
         raise ApiError(400, "invalid_request", "Invalid request",
                        f"prompt_id must be 1 to {s.MAX_ID_LENGTH} characters")
+    prompt, extra_data, models = await prepare_prompt(body.prompt, body.extra_data, registry, env)
     try:
-        prompt = resolve_seeds(body.prompt, registry, store, client_id=body.client_id or "")
+        prompt = resolve_seeds(prompt, registry, store, client_id=body.client_id or "")
     except SeedError as exc:
         raise ApiError(400, "prompt_outputs_failed_validation", "Prompt outputs failed validation",
                        f"{exc.message}: {exc.details}", node_errors=exc.node_errors()) from None
@@ -45,8 +48,9 @@ async def post_prompt(request: web.Request) -> web.Response:
         raise ApiError(400, exc.type, exc.message, exc.details, exc.extra_info) from None
     report = validate(workflow, registry, env, body.partial_execution_targets)
     if not report.ok:
-        return json_response(report.to_comfy(), status=400)
-    extra_data = dict(body.extra_data)
+        body_400 = {**report.to_comfy(), "node_errors": models.annotate(report.node_errors())}
+        return json_response(body_400, status=400)
+    extra_data = dict(extra_data)
     if body.client_id is not None:
         extra_data["client_id"] = body.client_id
     number: int | float = body.number if body.number is not None else store.next_number(front=bool(body.front))

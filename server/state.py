@@ -1,6 +1,6 @@
 """Typed keys of the objects an app shares between its routes (aiohttp `web.AppKey`s).
 
-`CONFIG`, `REGISTRY`, `ENV` and `HUB` exist from the app factory on; `STORE`, `EXECUTOR` and `WORKER` are
+`CONFIG`, `REGISTRY`, `PLUGINS`, `ENV` and `HUB` exist from the app factory on; `STORE`, `EXECUTOR` and `WORKER` are
 created when the app starts (its `cleanup_ctx`) and are gone after it stops.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from aiohttp import web
 from executor.queue import QueueStore
 from executor.run import Executor
 from nodes.api import Environment
+from nodes.plugins import Plugins
 from nodes.registry import Registry
 from server.config import ServerConfig
 from server.hub import Hub
@@ -17,6 +18,7 @@ from server.worker import Worker
 
 CONFIG = web.AppKey("config", ServerConfig)
 REGISTRY = web.AppKey("registry", Registry)
+PLUGINS = web.AppKey("plugins", Plugins)
 ENV = web.AppKey("env", Environment)
 HUB = web.AppKey("hub", Hub)
 STORE = web.AppKey("store", QueueStore)

@@ -130,3 +130,63 @@ class Node_{name}(Node):
     def run(self, ctx: Context) -> int:
         return self.x
 '''
+
+
+async def test_server_lists_plugins_serves_extensions_and_converts_ui_format(paths, aiohttp_client):
+    """The app factory's default registry: built-ins + the data folder's plugins, a broken one among them."""
+    import asyncio
+    import json
+
+    from PIL import Image
+
+    from nodes.images import read_png_texts
+    from server.app import create_app
+    from server.config import ServerConfig
+
+    install(paths, "broken_import.py", "v1_pack")
+    client = await aiohttp_client(create_app(ServerConfig(data_dir=paths.root, shutdown_grace=0.2)))
+    listed = await (await client.get("/plugins")).json()
+    assert [(p["name"], p["status"]) for p in listed] == [("broken_import", "failed"), ("v1_pack", "loaded")]
+    assert listed[0]["error"].startswith("ModuleNotFoundError") and listed[1]["version"] == "1.4.0"
+    assert await (await client.get("/extensions")).json() == ["/extensions/v1_pack/brightness.js"]
+    assert await (await client.get("/api/extensions")).json() == ["/extensions/v1_pack/brightness.js"]
+    script = await client.get("/extensions/v1_pack/brightness.js")
+    assert script.status == 200 and script.headers["Content-Type"].startswith("text/javascript")
+    assert "v1test.brightness" in await script.text()
+    assert (await client.get("/extensions/v1_pack/../__init__.py")).status == 404
+    assert (await client.get("/extensions/broken_import/x.js")).status == 404
+    info = await (await client.get("/object_info")).json()
+    assert info["V1Brightness"]["display_name"] == "Brightness (V1)" and "SaveImage" in info
+
+    Image.new("RGB", (8, 8), (200, 100, 50)).save(paths.input / "example.png")
+    ui = {"nodes": [
+        {"id": 1, "type": "LoadImage", "mode": 0, "widgets_values": ["example.png", "image"],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}]},
+        {"id": 2, "type": "V1Brightness", "mode": 0, "widgets_values": [0.5],
+         "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]},
+        {"id": 3, "type": "SaveImage", "mode": 0, "widgets_values": ["from_ui"],
+         "inputs": [{"name": "images", "type": "IMAGE", "link": 2}]},
+        {"id": 4, "type": "Note", "mode": 0, "widgets_values": ["hi"]}],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]], "version": 0.4}
+    converted = await (await client.post("/workflow/convert", json=ui)).json()
+    assert converted["prompt"]["2"]["inputs"] == {"amount": 0.5, "image": ["1", 0]}
+    assert converted["notes"] == ["node 4 (Note) dropped: the API format has no notes"]
+    bad = await client.post("/workflow/convert", json={**ui, "nodes": [{"id": 9, "type": "Nope", "mode": 0}]})
+    assert bad.status == 400 and (await bad.json())["error"]["message"] == "Cannot convert: unknown node type(s) Nope"
+
+    queued = await client.post("/prompt", json={"prompt": ui})
+    assert queued.status == 200, await queued.text()
+    prompt_id = (await queued.json())["prompt_id"]
+    for _ in range(200):
+        entry = (await (await client.get(f"/history/{prompt_id}")).json()).get(prompt_id)
+        if entry:
+            break
+        await asyncio.sleep(0.05)
+    assert entry["status"]["status_str"] == "success", entry
+    (saved,) = entry["outputs"]["3"]["images"]
+    texts = read_png_texts(paths.output / saved["filename"])
+    assert json.loads(texts["workflow"]) == ui  # the UI file travels in the PNG, as ComfyUI's frontend sends it
+    assert json.loads(texts["prompt"])["2"]["class_type"] == "V1Brightness"
+    with Image.open(paths.output / saved["filename"]) as img:
+        assert img.getpixel((0, 0)) == (100, 50, 25)

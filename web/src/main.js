@@ -25,6 +25,7 @@ import { graphToWorkflow, loadWorkflow } from "./workflow.js";
 const $ = (selector) => document.querySelector(selector);
 const COMMIT_DELAY_MS = 250;
 const FIT_ZOOM = 0.9;
+const WIDGET_MIN_SCALE = 0.3;
 
 export class Editor {
   constructor() {
@@ -69,6 +70,12 @@ export class Editor {
     this.canvas.render_canvas_border = false;
     this.canvas.show_info = false;
     this.canvas.low_quality_zoom_threshold = 0.45;
+    // Below this zoom widgets are a few pixels tall and unreadable; not drawing them keeps an overview of
+    // thousands of nodes fluid (bench/editor.py). drawNodeWidgets is litegraph's hook for this.
+    const drawWidgets = this.canvas.drawNodeWidgets;
+    this.canvas.drawNodeWidgets = function (node, y, ctx) {
+      if (this.ds.scale >= WIDGET_MIN_SCALE) drawWidgets.call(this, node, y, ctx);
+    };
     installTypeColours(this.canvas, LGraphCanvas);
     this.textAreas = new TextAreaLayer($("#widget-layer"), () => this.changed());
     this.canvas.onRender = () => this.textAreas.beginFrame();

@@ -2,8 +2,9 @@
 
 Tests (and `main.py`, for a demo checkpoint on a fresh machine) need model files without downloading weights.
 Each tiny architecture uses the real diffusers / transformers classes with the configs of `configs.py` at
-small widths (UNet and VAE blocks (32, 64) with one ResNet per level, CLIP width 32 with 2 layers, the full
-49408-token vocabulary so real tokenizer ids fit, 77 positions). Weights are seeded: the classes' own random
+small widths: UNet blocks (32, 64) with one ResNet per level; a VAE with the real model's four levels (three
+downsamples, so pixels = 8 × latent as in every SD file) at width 32 with one ResNet per level; CLIP width 32
+with 2 layers, the full 49408-token vocabulary so real tokenizer ids fit, 77 positions. Weights are seeded: the classes' own random
 initialisation, plus small random offsets on every norm weight and bias (which start at exactly 1 and 0) so
 that a swapped or dropped norm tensor shows up in comparisons.
 
@@ -20,6 +21,8 @@ Files:
   [text_encoder_2/] scheduler/ via `save_pretrained`. As in diffusers' own SD2 folders, the SD2 text encoder
   is stored without its last layer.
 - `build_tiny(arch, *, seed=0) -> TinyModels`: the modules themselves (what both files contain).
+- `without_last_layer(encoder) -> CLIPTextModel`: a copy of a text encoder minus its last layer (diffusers'
+  SD2 layout; a diffusers SD2 pipeline given it encodes like ComfyUI's penultimate-layer default).
 
 Must not import pytest: it is library code.
 """
@@ -60,7 +63,9 @@ _UNET_XL = UNetShape(
     adm_in_channels=32 + 6 * 8,  # pooled CLIP-G projection + six 8-wide size embeddings
     addition_time_embed_dim=8,
 )
-_VAE = VAEShape(block_out_channels=(32, 64), layers_per_block=1)
+# Four levels as in the real KL-f8 autoencoder (factor 2 per downsample); 32 is the narrowest width GroupNorm's
+# 32 groups allow.
+_VAE = VAEShape(block_out_channels=(32, 32, 32, 32), layers_per_block=1)
 _CLIP = CLIPShape(hidden_size=32, num_layers=2, intermediate_size=64)
 V_PRED_BIAS_STD = 0.2
 _NORM_JITTER = 0.02
@@ -179,7 +184,7 @@ def write_diffusers_folder(arch: str, path: str | Path, *, seed: int = 0) -> Pat
     subfolders = {"sdxl": {"l": "text_encoder", "g": "text_encoder_2"}}.get(family.name, {})
     for kind, encoder in models.text_encoders.items():
         sub = subfolders.get(kind, "text_encoder")
-        encoder = _without_last_layer(encoder) if kind == "h" else encoder
+        encoder = without_last_layer(encoder) if kind == "h" else encoder
         encoder.save_pretrained(path / sub)
         index[sub] = ["transformers", type(encoder).__name__]
     _scheduler(family).save_pretrained(path / "scheduler")
@@ -197,7 +202,7 @@ _PIPELINES = {
 }
 
 
-def _without_last_layer(encoder: CLIPTextModel) -> CLIPTextModel:
+def without_last_layer(encoder: CLIPTextModel) -> CLIPTextModel:
     """diffusers' SD2 layout: the OpenCLIP text tower minus its last layer (SD2 encodes with the penultimate)."""
     config = encoder.config.__class__.from_dict(encoder.config.to_dict())
     config.num_hidden_layers -= 1

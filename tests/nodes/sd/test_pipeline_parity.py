@@ -42,11 +42,11 @@ class IntegerTimestepEuler(EulerDiscreteScheduler):
         self.timesteps = (sig[:, None] - log_sigmas[None, :]).abs().argmin(dim=1).to(self.timesteps.dtype)
 
 
-def scheduler(cls):
+def scheduler(cls, prediction_type="epsilon"):
     # "leading" only matters here for the initial noise scale: sqrt(1 + σ_max²) as ComfyUI (with "linspace"
     # diffusers scales the first noise by σ_max); the sigmas themselves are passed in.
     return cls(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-               timestep_spacing="leading", prediction_type="epsilon", steps_offset=1)
+               timestep_spacing="leading", prediction_type=prediction_type, steps_offset=1)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,7 @@ def test_txt2img_matches_stable_diffusion_pipeline(setup):
         pipe = pipeline(StableDiffusionPipeline, models, cls)
         results[name] = pipe(POSITIVE, negative_prompt=NEGATIVE, height=64, width=64, sigmas=sigmas,
                              guidance_scale=CFG, latents=noise.clone(), output_type="np").images[0]
+    assert ours.shape == (1, 64, 64, 3)  # the tiny VAE has the real 8× factor: 8×8 latent, 64×64 image
     exact, stock = (np.abs(ours[0] - results[k]).max() for k in ("integer timesteps", "stock diffusers"))
     print(f"txt2img max abs diff: {exact:.2e} (integer timesteps), {stock:.2e} (stock diffusers)")
     assert exact < 1e-5
@@ -113,10 +114,12 @@ def test_img2img_matches_img2img_pipeline(setup):
                   ["12", 0])
     wf["3"]["inputs"]["denoise"] = denoise
     ours = execute(env, wf)
+    assert ours.shape == (1, 64, 64, 3)
     # The same encoded latent (posterior mode, scaled) goes to diffusers, which takes a 4-channel image as latents.
     pixels = torch.from_numpy(np.asarray(PILImage.open(env.paths.input / "in.png"), dtype=np.float32) / 255.0)
     with torch.no_grad():
         latent = models.vae.encode(pixels.permute(2, 0, 1)[None] * 2 - 1).latent_dist.mode() * 0.18215
+    assert latent.shape == (1, 4, 8, 8)
     # ComfyUI: the last STEPS+1 sigmas of schedule(floor(STEPS/denoise)); diffusers: strength over that many steps.
     total = int(STEPS / denoise)
     full = sampling_sigmas("euler", "normal", total).tolist()

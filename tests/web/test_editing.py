@@ -141,3 +141,56 @@ def test_help_lists_shortcuts(editor):
         assert keys in text
     page.keyboard.press("Escape")
     assert not help_panel.is_visible()
+
+
+def link_centre(page, target_id: str, input_name: str):
+    pos = page.evaluate("""([id, name]) => {
+      const node = app.graph.getNodeById(id);
+      const link = app.graph._links.get(node.inputs.find(s => s.name === name).link);
+      return [link._pos[0], link._pos[1]];
+    }""", [target_id, input_name])
+    from tests.web.editor_page import to_screen
+
+    return to_screen(page, pos)
+
+
+def test_link_menu_adds_a_reroute_and_deletes_links(page):
+    open_editor(page, {
+        "1": {"class_type": "Constant", "inputs": {"value": 1.0}, "_meta": meta((40, 100))},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}, "_meta": meta((600, 300))},
+    })
+    page.mouse.click(*link_centre(page, "2", "value"))
+    page.locator(".litemenu-entry", has_text="Add Reroute").click()
+    settle(page)
+    page.wait_for_timeout(400)
+    (point,) = workflow(page)["2"]["_meta"]["reroutes"]["value"]
+    assert 300 < point[0] < 600 and 100 < point[1] < 320  # on the link, between the nodes
+    page.mouse.click(*link_centre(page, "2", "value"))
+    page.locator(".litemenu-entry", has_text="Delete").click()
+    settle(page)
+    assert "value" not in workflow(page)["2"]["inputs"]
+
+
+def test_right_click_menu_adds_nodes_by_category(editor):
+    page = editor
+    page.mouse.click(500, 400, button="right")
+    page.locator(".litemenu-entry", has_text="Add Node").click()
+    page.locator(".litemenu-entry", has_text="utils").first.click()
+    page.locator(".litemenu-entry", has_text="primitive").first.click()
+    page.locator(".litemenu-entry", has_text="Boolean").click()
+    settle(page)
+    assert [n["class_type"] for n in workflow(page).values()] == ["PrimitiveBoolean"]
+
+
+def test_fit_to_view_shows_every_node(page):
+    open_editor(page, {
+        "1": {"class_type": "Constant", "inputs": {"value": 1.0}, "_meta": meta((-3000, -2000))},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}, "_meta": meta((4000, 2500))},
+    })
+    assert page.evaluate("app.canvas.ds.scale") == 1
+    page.mouse.click(700, 500)
+    page.keyboard.press(".")
+    page.wait_for_timeout(600)  # the view animates
+    settle(page)
+    visible = page.evaluate("app.canvas.visible_nodes.map(n => String(n.id)).sort()")
+    assert visible == ["1", "2"]

@@ -124,3 +124,30 @@ def page_artifact(page, suffix):
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / f"{suffix}.png"
+
+
+def test_seed_modes_are_applied_by_the_server(page):
+    open_editor(page, {
+        "1": {"class_type": "PrimitiveInt", "inputs": {"value": 5},
+              "_meta": meta((40, 120), (280, 90), control_after_generate={"value": "increment"})},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}, "_meta": meta((420, 120), (240, 100))},
+    })
+    record_events(page)
+    page.fill("#batch-count", "2")
+    page.click("#queue-button")
+    wait_finished(page, count=2)
+    shown = [e[1]["output"]["text"][0] for e in events(page) if e[0] == "executed" and e[1]["node"] == "2"]
+    assert shown == ["5", "6"]  # increment: the submitted value, then one more per submission
+    assert workflow(page)["1"]["inputs"]["value"] == 5  # the browser never changes the seed itself
+    # switch the mode in the node: fixed → increment → decrement → randomize
+    from tests.web.editor_page import widget
+
+    page.mouse.click(*widget(page, "1", "value_control_after_generate", 0.95))
+    page.mouse.click(*widget(page, "1", "value_control_after_generate", 0.95))
+    settle(page)
+    assert workflow(page)["1"]["_meta"]["control_after_generate"] == {"value": "randomize"}
+    page.fill("#batch-count", "1")
+    page.click("#queue-button")
+    wait_finished(page, count=3)
+    shown = [e[1]["output"]["text"][0] for e in events(page) if e[0] == "executed" and e[1]["node"] == "2"]
+    assert len(shown) == 3 and shown[2] not in ("5", "6", "7")

@@ -76,3 +76,14 @@ def test_default_txt2img_runs_with_progress_previews_and_the_image_in_save_image
     drop_file(page, png.read_bytes(), image["filename"], "image/png")
     page.wait_for_function(f"app.name === {json.dumps(png.stem)}")
     assert workflow(page) == default
+
+    # the run is in the history panel with its image; opening it shows the workflow and the image again
+    page.click("#queue-panel-button")
+    entry = page.locator(".ll-history-item").first
+    entry.locator("img").wait_for()
+    assert entry.locator("img").get_attribute("alt") == image["filename"]
+    page.evaluate("app.load({}, {name: 'empty'})")
+    entry.locator("button").click()
+    page.wait_for_function("app.run.outputs.has('9')")
+    assert page.evaluate("app.run.outputs.get('9')") == output
+    assert workflow(page) == default

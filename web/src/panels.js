@@ -18,7 +18,7 @@ export const SHORTCUTS = [
   ["Ctrl+A", "Select all"],
   ["Ctrl+click, Shift+click, Ctrl+drag", "Multi-select"],
   ["Ctrl+G", "Group selected nodes"],
-  ["Alt+click on a link centre", "Link menu (add reroute, delete)"],
+  ["Click the dot in a link's middle", "Link menu: add a node or a reroute, delete the link"],
   [".", "Fit view to selection (or everything)"],
   ["Space+drag, drag on empty canvas", "Pan"],
   ["Mouse wheel", "Zoom"],

@@ -10,6 +10,7 @@ the same versions), else `differs` with the largest absolute difference and the 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -117,7 +118,8 @@ def reproduce(path: Path, registry: Registry, env: Environment) -> Reproduction:
         return Reproduction("invalid", "the embedded prompt does not validate here:\n  " + "\n  ".join(lines),
                             notes=result.notes, made_on=result.made_on, now_on=result.now_on)
     with tempfile.TemporaryDirectory(prefix="latentloom-reproduce-") as scratch:
-        run_env = Environment(_ScratchPaths(env.paths, Path(scratch)), env.services, previews=False)
+        # the same environment (services, settings) with outputs redirected
+        run_env = dataclasses.replace(env, paths=_ScratchPaths(env.paths, Path(scratch)), previews=False)
         run = Executor(run_env).execute(report, prompt_id=str(uuid.uuid4()), prompt=resolution.prompt,
                                         extra_data={"extra_pnginfo": extra})
         if not run.success:

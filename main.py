@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None, help=f"data folder (default: ${DATA_DIR_ENV} or ./data)")
     parser.add_argument("--disable-plugins", action="store_true",
                         help="load no plugins (custom_nodes/ and installed latentloom.nodes entry points)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="let loaders read pickle model files (.ckpt, .pt): only for files you trust")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the HTTP/websocket server and the editor")
     serve.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -62,7 +64,7 @@ def make_environment(args: argparse.Namespace):
     from nodes.api import Environment
     from nodes.paths import DataPaths
 
-    return Environment(DataPaths(args.data_dir))
+    return Environment(DataPaths(args.data_dir), allow_pickle=args.allow_pickle)
 
 
 def make_registry(args: argparse.Namespace, env):

@@ -156,6 +156,7 @@ class Environment:
     paths: DataPaths
     services: dict[str, Any] = field(default_factory=dict)
     previews: bool = False  # whether nodes should produce live preview images (they cost time)
+    allow_pickle: bool = False  # whether loaders may unpickle .ckpt/.pt files (code can hide in a pickle)
 
 
 class Context:

@@ -59,6 +59,7 @@ class ServerConfig:
     cache_bytes: int | None = None  # the executor's memory cache budget (None: the executor's default)
     web_root: Path = REPO_ROOT / "web"
     wipe_temp: bool = True  # ComfyUI empties temp/ at start (previews written by PreviewImage)
+    allow_pickle: bool = False  # loaders may unpickle .ckpt/.pt model files (--allow-pickle)
     plugins: bool = True  # load custom_nodes/ and installed entry-point plugins (--disable-plugins: none)
 
     @property
@@ -86,4 +87,5 @@ class ServerConfig:
             interrupted_prompts=getattr(args, "interrupted_prompts", "requeue"),
             preview_size=int(getattr(args, "preview_size", 512)),
             plugins=not getattr(args, "disable_plugins", False),
+            allow_pickle=bool(getattr(args, "allow_pickle", False)),
         )

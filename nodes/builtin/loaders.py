@@ -39,7 +39,7 @@ class CheckpointLoaderSimple(Node):
 
     def run(self, ctx: Context) -> CheckpointOutputs:
         path = ctx.env.paths.resolve(ctx.env.paths.models("checkpoints"), self.ckpt_name)
-        loaded = load_model(path)
+        loaded = load_model(path, allow_pickle=ctx.env.allow_pickle)
         manager = model_manager(ctx.env)
         missing = {spec.key: spec.layers_missing for spec in loaded.family.text_encoders}
         clip = ClipHandle(TextEncoder(loaded.family.name, loaded.text_encoders, layers_missing=missing), manager,
@@ -60,7 +60,8 @@ class VAELoader(Node):
 
     def run(self, ctx: Context) -> Vae:
         path = ctx.env.paths.resolve(ctx.env.paths.models("vae"), self.vae_name)
-        return VaeHandle(load_vae_file(path), model_manager(ctx.env), self.vae_name)
+        return VaeHandle(load_vae_file(path, allow_pickle=ctx.env.allow_pickle), model_manager(ctx.env),
+                         self.vae_name)
 
     @classmethod
     def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:

@@ -76,3 +76,17 @@ def test_a_replaced_checkpoint_is_reloaded(env, tmp_path):
     assert executor.execute(report, prompt_id="b").executed == []
     tiny.write_single_file("sd1", env.paths.models("checkpoints") / "tiny.safetensors", seed=3)
     assert "4" in executor.execute(report, prompt_id="c").executed
+
+
+def test_pickle_checkpoints_need_the_explicit_opt_in(env):
+    state = tiny.original_state_dict(tiny.build_tiny("sd1", seed=0))
+    torch.save({"state_dict": state}, env.paths.models("checkpoints") / "old.ckpt")
+    wf = decode_with(["4", 2])
+    wf["4"]["inputs"]["ckpt_name"] = "old.ckpt"
+    refused = run(env, wf)
+    assert refused.status == "error" and "old.ckpt" in refused.error.exception_message
+    assert "allow_pickle" in refused.error.exception_message or "opt-in" in refused.error.exception_message
+    trusting = Environment(env.paths, allow_pickle=True)
+    report = validate(parse_workflow(wf), builtin_registry(), trusting)
+    assert Executor(trusting).execute(report, prompt_id="p").success
+    (env.paths.models("checkpoints") / "old.ckpt").unlink()

@@ -96,6 +96,13 @@ def test_widget_becomes_input_and_back(page):
     settle(page)
     assert workflow(page)["2"]["inputs"]["template"] == "kept {}"
     assert page.locator('.ll-textarea[data-input="template"]').is_visible()
+    # undo (a reload of the graph) leaves exactly one text area per multi-line widget
+    page.keyboard.press("Control+z")
+    settle(page)
+    assert workflow(page)["2"]["inputs"]["template"] == ["1", 0]
+    page.keyboard.press("Control+y")
+    settle(page)
+    assert page.locator(".ll-textarea").count() == 1
 
 
 def test_undo_redo_copy_paste_delete_group(page):

@@ -8,7 +8,7 @@
 
 const CANVAS_KEYS = new Set(["c", "v", "a", "Delete", "Backspace"]);
 
-function typingInto(target) {
+export function typingInto(target) {
   const tag = target?.localName;
   return tag === "input" || tag === "textarea" || tag === "select" || target?.isContentEditable;
 }

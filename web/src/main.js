@@ -13,12 +13,14 @@ import { Api, ApiError } from "./api.js";
 import {
   FileProblem, downloadWorkflow, fetchDefaultWorkflow, pickFile, readWorkflowFile, storeWorkflow, storedWorkflow,
 } from "./files.js";
-import { installKeys } from "./keys.js";
-import { definitionInputs, makeRoomForImages, registerNodeTypes } from "./nodes.js";
+import { installKeys, typingInto } from "./keys.js";
+import { definitionInputs, registerNodeTypes } from "./nodes.js";
 import { ErrorList, Notices, QueuePanel, renderHelp } from "./panels.js";
 import { RunState } from "./run.js";
 import { SearchBox } from "./search.js";
+import { bindDrop, bindRunStatus, bindToolbar } from "./ui.js";
 import { UndoStack } from "./undo.js";
+import { ImageUploads } from "./uploads.js";
 import { TextAreaLayer, installTypeColours } from "./widgets.js";
 import { graphToWorkflow, loadWorkflow } from "./workflow.js";
 
@@ -39,6 +41,11 @@ export class Editor {
     this.api = new Api();
     this.notices = new Notices($("#notices"));
     this.errors = new ErrorList($("#errors"), (id) => this.centreOn(id));
+    this.uploads = new ImageUploads(this.api, $("#file-input"), {
+      changed: () => this.changed(),
+      redraw: () => this.canvas.setDirty(true, true),
+      problem: (message) => this.notices.show(message, "error"),
+    });
     this.createCanvas();
     this.run = new RunState(this.api, (id) => this.graph.getNodeById(id), () => this.canvas.setDirty(true, true));
     this.run.showPreviews = localStorage.getItem("latentloom.previews") !== "off";
@@ -52,9 +59,9 @@ export class Editor {
     renderHelp($("#help"));
     await this.loadDefinitions();
     await this.openInitialWorkflow();
-    this.bindRunEvents();
-    this.bindToolbar();
-    this.bindDrop();
+    bindRunStatus(this);
+    bindToolbar(this);
+    bindDrop(this);
     installKeys(this);
     this.api.connect();
   }
@@ -83,10 +90,16 @@ export class Editor {
     const notify = () => this.changed();
     this.graph.onNodeAdded = notify;
     this.graph.onNodeRemoved = notify;
-    this.graph.onConnectionChange = notify;
+    this.graph.on_change = notify; // litegraph calls it after edits made through its menus and keys
+    this.graph.onAfterChange = notify;
+    // a finished gesture is one undo step, however fast the next one follows
+    const gestureDone = (e) => {
+      if (!typingInto(e.target)) this.changed(0); // typing settles through the text field's input events
+    };
     element.addEventListener("pointerdown", () => element.focus());
-    element.addEventListener("pointerup", notify);
-    document.addEventListener("keyup", notify);
+    // capture on window: litegraph stops some events from propagating; the commit itself waits a turn
+    window.addEventListener("pointerup", gestureDone, true);
+    window.addEventListener("keyup", gestureDone, true);
     new ResizeObserver(() => this.resize()).observe(element.parentElement);
     this.resize();
     window.addEventListener("pagehide", () => this.commit());
@@ -114,8 +127,8 @@ export class Editor {
       progressOf: (node) => this.run.progressOf(node.id),
       errorsOf: (node) => this.run.errorsOf(node.id),
       display: (node) => this.display(node),
-      pickAndUpload: (node, name) => this.pickAndUpload(node, name),
-      upload: (node, name, file) => this.upload(node, name, file),
+      pickAndUpload: (node, name) => this.uploads.pick(node, name),
+      upload: (node, name, file) => this.uploads.upload(node, name, file),
       changed: () => this.changed(),
     };
   }
@@ -209,15 +222,21 @@ export class Editor {
     this.canvas.setDirty(true, true);
   }
 
-  /** Something may have changed: record it for undo and keep it, soon (many changes come in bursts). */
-  changed() {
+  /**
+   * Something may have changed: record it for undo and keep it. Typing and other bursts settle for
+   * `delay` ms first; the end of a pointer or key gesture passes 0 (after litegraph has handled the event).
+   */
+  changed(delay = COMMIT_DELAY_MS) {
     if (this.loading) return;
+    if (this.commitTimer !== null && this.commitSoon) return; // a gesture's commit is due: it takes this too
     clearTimeout(this.commitTimer);
-    this.commitTimer = setTimeout(() => this.commit(), COMMIT_DELAY_MS);
+    this.commitSoon = delay === 0;
+    this.commitTimer = setTimeout(() => this.commit(), delay);
   }
 
   commit(force = false) {
     clearTimeout(this.commitTimer);
+    this.commitTimer = null;
     if (this.undo.check() || force) this.store();
   }
 
@@ -341,106 +360,7 @@ export class Editor {
 
   /** What a node shows in its body (see RunState.display). */
   display(node) {
-    return this.run.display(node, this.uploadedImage(node));
-  }
-
-  uploadWidget(node, name) {
-    return node.widgets?.find((w) => w.name === name);
-  }
-
-  /** The input image a LoadImage-style node shows: its selected file in the input folder. */
-  uploadedImage(node) {
-    if (!node.uploadInput) return null;
-    const value = this.uploadWidget(node, node.uploadInput)?.value;
-    if (!value || typeof value !== "string") return null;
-    const at = value.lastIndexOf("/");
-    return { filename: value.slice(at + 1), subfolder: at < 0 ? "" : value.slice(0, at), type: "input" };
-  }
-
-  async pickAndUpload(node, name) {
-    const file = await pickFile($("#file-input"), "image/*");
-    if (file) await this.upload(node, name, file);
-  }
-
-  async upload(node, name, file) {
-    try {
-      const result = await this.api.uploadImage(file);
-      const value = result.subfolder ? `${result.subfolder}/${result.name}` : result.name;
-      const widget = this.uploadWidget(node, name);
-      if (!widget.options.values.includes(value)) widget.options.values.push(value);
-      widget.value = value;
-      makeRoomForImages(node);
-      this.changed();
-      this.canvas.setDirty(true, true);
-    } catch (error) {
-      this.notices.show(`Upload failed: ${error.message}`, "error");
-    }
-  }
-
-  bindRunEvents() {
-    const status = $("#status");
-    const update = () => {
-      const running = this.run.runningNode ? this.graph.getNodeById(this.run.runningNode) : null;
-      const progress = this.run.progress ? ` ${this.run.progress.value}/${this.run.progress.max}` : "";
-      const parts = [this.api.connected ? `queue: ${this.run.queueRemaining}` : "disconnected"];
-      if (running) parts.push(`running: ${running.title}${progress}`);
-      status.textContent = parts.join(" · ");
-      status.classList.toggle("ll-offline", !this.api.connected);
-    };
-    for (const type of ["status", "executing", "progress", "execution_success", "execution_error", "execution_interrupted"]) {
-      this.run.addEventListener(type, update);
-    }
-    this.api.addEventListener("connected", update);
-    this.api.addEventListener("disconnected", update);
-    this.api.addEventListener("reconnected", () => {
-      update();
-      this.loadDefinitions();
-    });
-    this.run.addEventListener("status", () => this.queuePanel.refresh());
-    this.run.addEventListener("execution_error", (e) => {
-      const d = e.detail;
-      this.errors.show("The run failed", [{ nodeId: String(d.node_id), text: `#${d.node_id} ${d.node_type}: ${d.exception_type}: ${d.exception_message}` }]);
-    });
-    this.run.addEventListener("execution_interrupted", () => this.notices.show("Run interrupted"));
-  }
-
-  bindToolbar() {
-    const click = (selector, fn) => $(selector).addEventListener("click", fn);
-    click("#queue-button", () => this.queue());
-    click("#interrupt-button", () => this.interrupt());
-    click("#open-button", () => this.open());
-    click("#save-button", () => this.save());
-    click("#default-button", () => this.openDefault());
-    click("#clear-button", () => this.load({}, { name: "untitled" }));
-    click("#refresh-button", () => this.loadDefinitions());
-    click("#fit-button", () => this.fit());
-    click("#undo-button", () => this.undo.undo());
-    click("#redo-button", () => this.undo.redo());
-    click("#queue-panel-button", () => this.queuePanel.toggle());
-    click("#help-button", () => ($("#help").hidden = !$("#help").hidden));
-    const previews = $("#previews-toggle");
-    previews.checked = this.run.showPreviews;
-    previews.addEventListener("change", () => {
-      this.run.showPreviews = previews.checked;
-      localStorage.setItem("latentloom.previews", previews.checked ? "on" : "off");
-    });
-  }
-
-  bindDrop() {
-    const area = $("#canvas-wrap");
-    area.addEventListener("dragover", (e) => {
-      e.preventDefault();
-      e.dataTransfer.dropEffect = "copy";
-    });
-    area.addEventListener("drop", (e) => {
-      e.preventDefault();
-      const file = e.dataTransfer?.files?.[0];
-      if (!file) return;
-      const [x, y] = this.canvas.convertEventToCanvasOffset(e);
-      const node = this.graph.getNodeOnPos(x, y);
-      if (node?.uploadInput && file.type.startsWith("image/")) this.upload(node, node.uploadInput, file);
-      else this.openFile(file);
-    });
+    return this.run.display(node, this.uploads.locator(node));
   }
 }
 

@@ -115,6 +115,10 @@ export function installDisplay(node, env) {
     if (errors) drawErrors(ctx, this, errors);
   };
   node.onWidgetChanged = () => env.changed();
+  node.onConnectionsChange = () => env.changed();
+  node.onRemoved = function () {
+    for (const widget of this.widgets ?? []) widget.onRemove?.();
+  };
   node.onDropFile = function (file) {
     if (this.uploadInput && file.type.startsWith("image/")) env.upload(this, this.uploadInput, file);
   };

@@ -63,7 +63,7 @@ export function graphToWorkflow(graph) {
       const control = controlWidget(node, input.name);
       if (control && control.value !== "fixed") (meta.control_after_generate ??= {})[input.name] = control.value;
     }
-    const inside = groups.filter(({ group }) => containsCentre(group._bounding, node.boundingRect));
+    const inside = groups.filter(({ group }) => containsCentre(group._bounding, nodeRect(node)));
     if (inside.length) meta.groups = inside.map(({ meta: m }) => m);
     workflow[String(node.id)] = { inputs, class_type: node.type, _meta: meta };
   }
@@ -114,6 +114,12 @@ function groupMeta(group) {
   const meta = { title: group.title, bounding: Array.from(group._bounding, round) };
   if (group.color) meta.color = group.color;
   return meta;
+}
+
+/** A node's rectangle with its title bar, from position and size (litegraph measures its own only when drawing). */
+function nodeRect(node) {
+  const title = LiteGraph.NODE_TITLE_HEIGHT;
+  return [node.pos[0], node.pos[1] - title, node.size[0], node.size[1] + title];
 }
 
 function containsCentre(outer, inner) {

@@ -123,8 +123,9 @@ class SqliteQueueStore(QueueStore):
         self.db.execute("DELETE FROM history WHERE prompt_id = ?", (pid,))  # a reused id moves to the end
         self.db.execute("INSERT INTO history (prompt_id, entry, finished_at) VALUES (?, ?, ?)",
                         (pid, _dumps(entry.to_comfy()), time.time()))
-        self.db.execute("DELETE FROM history WHERE seq NOT IN "
-                        "(SELECT seq FROM history ORDER BY seq DESC LIMIT ?)", (self.history_max,))
+        # The newest history_max entries stay; found through the primary key, so trimming stays cheap.
+        self.db.execute("DELETE FROM history WHERE seq <= "
+                        "(SELECT seq FROM history ORDER BY seq DESC LIMIT 1 OFFSET ?)", (self.history_max,))
 
     def pending(self) -> list[QueueItem]:
         rows = self.db.execute("SELECT item FROM queue WHERE state = 'pending' ORDER BY number, seq")

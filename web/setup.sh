@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set-up of the browser editor (called by ../dev.sh; safe to run again):
-#   - npm ci in web/ when node_modules is missing or older than package-lock.json (installs
+#   - npm ci in web/ when node_modules is missing or older than package-lock.json (npm itself comes from apt
+#     when missing and we are root; installs
 #     @comfyorg/litegraph, served as is at /lib/litegraph/ — no bundler, nothing third-party committed);
 #   - with --with-browser (the test set-up): Debian's Chromium for the Playwright tests, installed with apt
 #     when /usr/bin/chromium is missing and we are root. Never `playwright install`.
@@ -18,8 +19,14 @@ done
 stamp=node_modules/.package-lock.json   # npm writes it on every install
 if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ]; then
   if ! command -v npm >/dev/null; then
-    echo "web/setup.sh: npm is needed to install the editor's graph library (apt-get install npm)" >&2
-    exit 1
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq npm >/dev/null
+    else
+      echo "web/setup.sh: npm is needed to install the editor's graph library (apt-get install npm)" >&2
+      exit 1
+    fi
   fi
   npm ci --no-audit --no-fund --loglevel=error
   touch "$stamp"

@@ -201,3 +201,18 @@ def test_fit_to_view_shows_every_node(page):
     settle(page)
     visible = page.evaluate("app.canvas.visible_nodes.map(n => String(n.id)).sort()")
     assert visible == ["1", "2"]
+
+
+def test_link_dropped_on_empty_canvas_offers_matching_nodes_and_connects(page):
+    open_editor(page, {"1": {"class_type": "Constant", "inputs": {"value": 1.0}, "_meta": meta((40, 120))}})
+    drag(page, slot(page, "1", "out", 0), (700, 400))
+    page.locator(".litemenu-entry", has_text="Search").click()
+    offered = page.locator(".ll-search-item").evaluate_all("els => els.map(e => e.dataset.type)")
+    assert "Add" in offered and "PreviewAny" in offered  # take a NUMBER (or anything)
+    assert "PrimitiveInt" not in offered and "Constant" not in offered  # no input that takes a NUMBER
+    page.locator(".ll-search input").type("show")
+    page.keyboard.press("Enter")
+    settle(page)
+    wf = workflow(page)
+    (new_id,) = [nid for nid in wf if nid != "1"]
+    assert wf[new_id]["class_type"] == "Show" and wf[new_id]["inputs"] == {"value": ["1", 0]}

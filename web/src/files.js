@@ -6,6 +6,10 @@
  * (the `prompt` text chunk holds the API workflow). ComfyUI's UI-format files (`nodes`/`links` arrays) need
  * the one converter, which lives on the server (the CLI and the API use it too); until its route exists
  * they are refused with a message saying so.
+ *
+ * NOTE for the issue that adds the converter route: `checkedWorkflow` (JSON files) and `workflowFromPng` (a PNG
+ * with only a `workflow` chunk) are the two places that raise UI_FORMAT_MESSAGE; make them POST the UI-format
+ * document to the route and open the API-format answer (keeping `_meta` positions the converter fills in).
  */
 import { readPngText } from "./png.js";
 import { detectFormat } from "./workflow.js";

@@ -76,6 +76,7 @@ class Hub:
         self.clients: dict[str, Client] = {}
         self.running: Running | None = None
         self.max_upload_size = max_upload_size
+        self._closing: set[asyncio.Task] = set()  # sockets being closed in the background (kept referenced)
 
     # --- connections -------------------------------------------------------------------------------------------
     def connect(self, ws: web.WebSocketResponse, sid: str | None, queue_remaining: int) -> Client:
@@ -178,4 +179,6 @@ class Hub:
             while True:
                 client.outbox.get_nowait()
         client.outbox.put_nowait(None)
-        asyncio.get_running_loop().create_task(client.ws.close(code=WSCloseCode.POLICY_VIOLATION))
+        task = asyncio.get_running_loop().create_task(client.ws.close(code=WSCloseCode.POLICY_VIOLATION))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)

@@ -164,6 +164,8 @@ class Worker:
                 await self._task
             except asyncio.CancelledError:
                 pass
+            except Exception:  # shutdown goes on: the store must still be closed
+                log.exception("the queue worker failed")
         self._unsubscribe()
         self._thread.stop()
 

@@ -242,3 +242,31 @@ async def test_previews_off_by_default(client):
 async def test_odd_client_ids_refused(client, sid):
     resp = await client.get("/ws", params={"clientId": sid})
     assert resp.status == 400
+
+
+async def test_a_socket_that_does_not_read_is_dropped_not_buffered():
+    from server.hub import OUTBOX_MAX, Hub
+
+    class StuckSocket:
+        """A peer that never reads: every send waits forever."""
+
+        def __init__(self):
+            self.closed_with = None
+
+        async def send_str(self, data):
+            await asyncio.Event().wait()
+
+        async def close(self, code=None, message=b""):
+            self.closed_with = code
+
+    hub = Hub(1000)
+    stuck, fine = StuckSocket(), StuckSocket()
+    client = hub.connect(stuck, "stuck", 0)
+    sender = asyncio.get_running_loop().create_task(hub.sender(client))
+    hub.connect(fine, "fine", 0)
+    for i in range(OUTBOX_MAX + 10):
+        hub.send("stuck", f"message {i}")
+    await asyncio.sleep(0)
+    assert "stuck" not in hub.clients and "fine" in hub.clients  # only the one that overflowed went
+    assert stuck.closed_with == 1008 and client.outbox.qsize() <= 1  # its backlog was released
+    sender.cancel()

@@ -46,8 +46,27 @@ def test_ctrl_enter_queues_batch_count_times(page):
     assert len({e[1]["prompt_id"] for e in starts}) == 3
 
 
-def test_validation_error_is_shown_on_the_node_and_input(page):
+def test_refused_workflow_shows_the_server_messages_on_the_nodes(page):
     page.allowed_errors.append(r"status of 400")  # the browser logs the refused POST /prompt itself
+    open_editor(page, {
+        "1": {"class_type": "Constant", "inputs": {"value": 1.0}, "_meta": meta((40, 120))},
+        "2": {"class_type": "Scale", "inputs": {"factor": -3, "mode": "multiply"}, "_meta": meta((380, 120))},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}, "_meta": meta((760, 120))},
+    })
+    record_events(page)
+    page.click("#queue-button")
+    errors = page.locator("#errors")
+    errors.wait_for()
+    text = errors.inner_text()
+    assert "The server refused the workflow" in text
+    assert "Value -3 smaller than min of 0" in text and "Required input is missing" in text
+    assert sorted(page.evaluate("app.run.errorsOf('2').inputs")) == ["factor", "x"]
+    assert page.evaluate("app.graph.getNodeById('2').inputs.find(s => s.name === 'x').hasErrors")
+    assert page.evaluate("app.run.errorsOf('1')") is None and page.evaluate("app.run.errorsOf('3')") is None
+    assert not [e for e in events(page) if e[0] == "execution_start"]  # nothing was queued
+
+
+def test_outputs_failing_validation_are_shown_while_the_rest_runs(page):
     wf = slow_workflow(steps=1, delay=0.0)
     wf["4"] = {"class_type": "Scale", "inputs": {"x": ["1", 0], "factor": 500, "mode": "multiply"},
                "_meta": meta((380, 320))}

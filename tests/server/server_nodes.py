@@ -1,14 +1,9 @@
-"""Nodes for the server tests: a seeded number, a gate a test opens, live previews, and a seeded noise image.
-
-`NoiseImage` feeds the real `SaveImage` in the end-to-end test; its pixels are a function of the seed, so a test
-can recompute them and compare the PNG a client downloads byte for byte.
-"""
+"""Nodes for the server tests: a seeded number, a gate a test opens, and live previews."""
 from __future__ import annotations
 
 import threading
 
 from nodes.api import Context, Input, Node, node
-from nodes.types import Image
 from tests.executor.stub_nodes import Number
 
 GATE = threading.Event()
@@ -53,22 +48,3 @@ class Previewer(Node):
         for i in range(self.steps):
             ctx.progress(i + 1, self.steps, PILImage.new("RGB", (self.size, self.size // 2), (200, 30 * i, 10)))
         return self.x
-
-
-def noise_pixels(seed: int, width: int, height: int):
-    import torch
-
-    generator = torch.Generator().manual_seed(seed % 2**63)
-    return torch.rand((1, height, width, 3), generator=generator, dtype=torch.float32)
-
-
-@node(category="test/image", version="1.0.0")
-class NoiseImage(Node):
-    """An IMAGE of uniform noise from a seed."""
-
-    seed: int = Input(0, ge=0, le=2**64 - 1, control_after_generate=True)
-    width: int = Input(16, ge=1, le=256)
-    height: int = Input(16, ge=1, le=256)
-
-    def run(self, ctx: Context) -> Image:
-        return noise_pixels(self.seed, self.width, self.height)

@@ -5,6 +5,7 @@ click where a user would see the thing; `window.app` is read only to observe res
 """
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -123,3 +124,16 @@ def wait_finished(page, count: int = 1, timeout_ms: int = 120_000) -> None:
         f"window.__events.filter(e => ['execution_success', 'execution_error', 'execution_interrupted'].includes(e[0])).length >= {count}",
         timeout=timeout_ms)
     settle(page)
+
+
+def drop_file(page, data: bytes, name: str, mime: str, at=(60, 60)) -> None:
+    """Drop a file on the canvas the way a browser does (a DragEvent carrying a DataTransfer)."""
+    page.evaluate("""([b64, name, mime, x, y]) => {
+      const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([bytes], name, {type: mime}));
+      const target = document.querySelector("#canvas-wrap");
+      const box = target.getBoundingClientRect();
+      target.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true,
+                                                  clientX: box.left + x, clientY: box.top + y}));
+    }""", [base64.b64encode(data).decode(), name, mime, *at])

@@ -2,14 +2,13 @@
 positions, the UI-format refusal, and the workflow surviving a page reload."""
 from __future__ import annotations
 
-import base64
 import io
 import json
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from tests.web.editor_page import open_editor, settle, wait_ready, widget, workflow
+from tests.web.editor_page import drop_file, open_editor, settle, wait_ready, widget, workflow
 
 RICH = {
     "1": {"inputs": {"value": 5.0}, "class_type": "Constant",
@@ -28,19 +27,6 @@ RICH = {
     "8": {"inputs": {"x": ["1", 0], "template": "n = {}\nline two", "suffix": "!"}, "class_type": "Format",
           "_meta": {"title": "Format", "pos": [520, 460], "size": [300, 160]}},
 }
-
-
-def drop_file(page, data: bytes, name: str, mime: str, at=(60, 60)) -> None:
-    """Drop a file on the canvas the way a browser does (a DragEvent carrying a DataTransfer)."""
-    page.evaluate("""([b64, name, mime, x, y]) => {
-      const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-      const transfer = new DataTransfer();
-      transfer.items.add(new File([bytes], name, {type: mime}));
-      const target = document.querySelector("#canvas-wrap");
-      const box = target.getBoundingClientRect();
-      target.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true,
-                                                  clientX: box.left + x, clientY: box.top + y}));
-    }""", [base64.b64encode(data).decode(), name, mime, *at])
 
 
 def png_with(texts: dict[str, str]) -> bytes:

@@ -7,8 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.web.editor_page import node_body, open_editor, settle, widget, workflow
-from tests.web.test_files import drop_file
+from tests.web.editor_page import drop_file, node_body, open_editor, settle, widget, workflow
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.web.conftest import REPO
-from tests.web.editor_page import events, open_editor, record_events, wait_finished, workflow
-from tests.web.test_files import drop_file
+from tests.web.editor_page import drop_file, events, open_editor, record_events, wait_finished, workflow
 
 TXT2IMG = REPO / "workflows" / "txt2img.json"
 SD_NODES = ("CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage")

@@ -20,6 +20,7 @@ export const SHORTCUTS = [
   ["Ctrl+G", "Group selected nodes"],
   ["Click the dot in a link's middle", "Link menu: add a node or a reroute, delete the link"],
   [".", "Fit view to selection (or everything)"],
+  ["R", "Reload node types and file lists (e.g. new checkpoints) from the server"],
   ["Space+drag, drag on empty canvas", "Pan"],
   ["Mouse wheel", "Zoom"],
   ["Ctrl+S / Ctrl+O", "Save / open a workflow (.json, or a PNG made by SaveImage)"],

@@ -216,3 +216,17 @@ def test_link_dropped_on_empty_canvas_offers_matching_nodes_and_connects(page):
     wf = workflow(page)
     (new_id,) = [nid for nid in wf if nid != "1"]
     assert wf[new_id]["class_type"] == "Show" and wf[new_id]["inputs"] == {"value": ["1", 0]}
+
+
+def test_menus_offer_nothing_the_workflow_format_cannot_hold(page):
+    open_editor(page, {"1": {"class_type": "Constant", "inputs": {"value": 1.0}, "_meta": meta((100, 100))}})
+    page.mouse.click(*node_body(page, "1"), button="right")
+    entries = page.locator(".litemenu-entry").all_inner_texts()
+    assert "Title" in entries and "Collapse" in entries
+    assert not {"Mode", "Properties", "Properties Panel"} & set(entries)
+    assert not any("Subgraph" in e for e in entries)
+    page.keyboard.press("Escape")
+    page.mouse.click(700, 500)
+    page.mouse.click(700, 500, button="right")
+    entries = page.locator(".litemenu-entry").all_inner_texts()
+    assert "Add Node" in entries and not any("Subgraph" in e for e in entries)

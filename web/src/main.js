@@ -84,6 +84,7 @@ export class Editor {
       if (this.ds.scale >= WIDGET_MIN_SCALE) drawWidgets.call(this, node, y, ctx);
     };
     installTypeColours(this.canvas, LGraphCanvas);
+    hideUnsavableMenuEntries(this.canvas);
     this.textAreas = new TextAreaLayer($("#widget-layer"), () => this.changed());
     this.canvas.onRender = () => this.textAreas.beginFrame();
     this.canvas.onDrawOverlay = () => this.textAreas.endFrame();
@@ -362,6 +363,21 @@ export class Editor {
   display(node) {
     return this.run.display(node, this.uploads.locator(node));
   }
+}
+
+/**
+ * litegraph's menus offer things the workflow format cannot hold: subgraphs, node modes (mute/bypass: the
+ * server would still run the node) and litegraph's own node properties. Offering them would let a user make a
+ * graph that saves differently from what it shows, so they are left out.
+ */
+const UNSAVABLE_ENTRIES = new Set(["Convert to Subgraph 🆕", "Mode", "Properties", "Properties Panel"]);
+
+function hideUnsavableMenuEntries(canvas) {
+  const keep = (entries) => entries.filter((entry) => !UNSAVABLE_ENTRIES.has(entry?.content));
+  const nodeMenu = canvas.getNodeMenuOptions.bind(canvas);
+  const canvasMenu = canvas.getCanvasMenuOptions.bind(canvas);
+  canvas.getNodeMenuOptions = (node) => keep(nodeMenu(node));
+  canvas.getCanvasMenuOptions = () => keep(canvasMenu());
 }
 
 /**

@@ -1,5 +1,5 @@
 """Files in a real browser: save → reload → the identical workflow, PNG drop, ComfyUI API exports without
-positions, the UI-format refusal, and the workflow surviving a page reload."""
+positions, ComfyUI UI-format files through the server's converter, and the workflow surviving a page reload."""
 from __future__ import annotations
 
 import io
@@ -107,15 +107,40 @@ def test_api_export_without_positions_is_laid_out(editor):
             assert p[0] + s[0] <= q[0] or q[0] + t[0] <= p[0] or p[1] + s[1] <= q[1] or q[1] + t[1] <= p[1]
 
 
-def test_ui_format_file_asks_for_the_server_converter(editor):
+UI_DOC = {"last_node_id": 2, "last_link_id": 1, "version": 0.4, "groups": [], "config": {}, "extra": {},
+          "nodes": [{"id": 1, "type": "Constant", "pos": [10, 20], "size": [280, 60], "mode": 0,
+                     "outputs": [{"name": "NUMBER", "type": "NUMBER", "links": [1]}], "widgets_values": [2.5]},
+                    {"id": 2, "type": "Show", "pos": [400, 20], "size": [240, 100], "mode": 0,
+                     "inputs": [{"name": "value", "type": "*", "link": 1}], "widgets_values": []}],
+          "links": [[1, 1, 0, 2, 0, "NUMBER"]]}
+
+
+def test_ui_format_file_opens_through_the_server_converter(editor):
     page = editor
-    ui = {"last_node_id": 1, "last_link_id": 0, "nodes": [{"id": 1, "type": "Constant", "pos": [0, 0]}],
-          "links": [], "groups": [], "config": {}, "extra": {}, "version": 0.4}
-    drop_file(page, json.dumps(ui).encode(), "ui.json", "application/json")
+    drop_file(page, json.dumps(UI_DOC).encode(), "ui.json", "application/json")
+    page.wait_for_function("app.name === 'ui'")
+    wf = workflow(page)
+    assert {k: (n["class_type"], n["inputs"]) for k, n in wf.items()} == \
+        {"1": ("Constant", {"value": 2.5}), "2": ("Show", {"value": ["1", 0]})}
+    assert wf["2"]["_meta"]["pos"] == [400, 20]
+
+
+def test_png_with_only_a_ui_workflow_chunk_is_converted(editor):
+    page = editor
+    drop_file(page, png_with({"workflow": json.dumps(UI_DOC)}), "ui.png", "image/png")
+    page.wait_for_function("app.name === 'ui'")
+    assert workflow(page)["1"]["inputs"] == {"value": 2.5}
+
+
+def test_ui_format_with_unknown_types_names_them(editor):
+    page = editor
+    page.allowed_errors.append(r"status of 400")  # the browser logs the refused POST /workflow/convert itself
+    doc = json.loads(json.dumps(UI_DOC))
+    doc["nodes"][0]["type"] = "NotInstalledNode"
+    drop_file(page, json.dumps(doc).encode(), "bad.json", "application/json")
     notice = page.locator(".ll-notice-error")
     notice.wait_for()
-    assert "UI-format" in notice.inner_text() and "converter" in notice.inner_text()
-    assert workflow(page) == {}
+    assert "NotInstalledNode" in notice.inner_text()
 
 
 def test_unknown_node_types_are_kept_and_reported(page):

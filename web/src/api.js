@@ -79,6 +79,11 @@ export class Api extends EventTarget {
     return this.fetchJson("/object_info");
   }
 
+  /** ComfyUI UI format → `{prompt, notes}` through the server's one converter. */
+  convertWorkflow(doc) {
+    return this.postJson("/workflow/convert", doc);
+  }
+
   /**
    * Queue an API-format workflow. Resolves to `{prompt_id, number, node_errors}`; a workflow that fails
    * validation rejects with an ApiError whose body is `{error, node_errors}`.

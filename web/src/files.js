@@ -3,45 +3,48 @@
  * localStorage so the current workflow survives a page reload.
  *
  * Accepted: our workflow format and ComfyUI's "Export (API)" files (both API format); PNGs made by SaveImage
- * (the `prompt` text chunk holds the API workflow). ComfyUI's UI-format files (`nodes`/`links` arrays) need
- * the one converter, which lives on the server (the CLI and the API use it too); until its route exists
- * they are refused with a message saying so.
- *
- * NOTE for the issue that adds the converter route: `checkedWorkflow` (JSON files) and `workflowFromPng` (a PNG
- * with only a `workflow` chunk) are the two places that raise UI_FORMAT_MESSAGE; make them POST the UI-format
- * document to the route and open the API-format answer (keeping `_meta` positions the converter fills in).
+ * (the `prompt` text chunk holds the API workflow). ComfyUI's UI-format files (`nodes`/`links` arrays, or a PNG
+ * carrying only a `workflow` chunk) go through the one converter, which lives on the server (the CLI and
+ * `POST /prompt` use it too): the caller passes `convert(doc) → {prompt, notes}` (the `/workflow/convert`
+ * route) and gets the converter's notes back with the workflow.
  */
 import { readPngText } from "./png.js";
 import { detectFormat } from "./workflow.js";
 
 const STORAGE_KEY = "latentloom.workflow";
-export const UI_FORMAT_MESSAGE =
-  "This is a ComfyUI UI-format workflow (nodes/links). Opening it needs the server-side converter, which " +
-  "is not available yet: export it from ComfyUI with \"Export (API)\", or open a PNG made by SaveImage.";
 
 /** Thrown for a file the editor cannot open; `message` is for the user. */
 export class FileProblem extends Error {}
 
 /**
- * Read a workflow from a File. Resolves to `{workflow, name}` (API format); rejects with FileProblem.
+ * Read a workflow from a File. Resolves to `{workflow, name, notes}` (API format; `notes` from the converter
+ * for UI-format files); rejects with FileProblem. `convert(doc)` is the server's UI-format converter.
  */
-export async function readWorkflowFile(file) {
+export async function readWorkflowFile(file, convert) {
   const name = file.name.replace(/\.(json|png)$/i, "");
   const bytes = await file.arrayBuffer();
-  if (isPng(bytes)) return { workflow: await workflowFromPng(bytes), name };
+  if (isPng(bytes)) return { ...(await workflowFromPng(bytes, convert)), name };
   let data;
   try {
     data = JSON.parse(new TextDecoder().decode(bytes));
   } catch {
     throw new FileProblem(`${file.name} is neither a JSON workflow nor a PNG`);
   }
-  return { workflow: checkedWorkflow(data, file.name), name };
+  return { ...(await checkedWorkflow(data, file.name, convert)), name };
 }
 
-export function checkedWorkflow(data, label) {
+async function checkedWorkflow(data, label, convert) {
   const format = detectFormat(data);
-  if (format === "api") return data;
-  if (format === "ui") throw new FileProblem(UI_FORMAT_MESSAGE);
+  if (format === "api") return { workflow: data, notes: [] };
+  if (format === "ui") {
+    try {
+      const { prompt, notes } = await convert(data);
+      return { workflow: prompt, notes };
+    } catch (error) {
+      const body = error.body?.error;
+      throw new FileProblem(body ? `${label}: ${body.message}: ${body.details}` : `${label}: ${error.message}`);
+    }
+  }
   throw new FileProblem(`${label} is not a workflow (expected {"<id>": {"class_type": …, "inputs": …}})`);
 }
 
@@ -50,7 +53,7 @@ function isPng(bytes) {
   return head.length === 8 && head[0] === 0x89 && head[1] === 0x50 && head[2] === 0x4e && head[3] === 0x47;
 }
 
-async function workflowFromPng(bytes) {
+async function workflowFromPng(bytes, convert) {
   const texts = await readPngText(bytes);
   if (texts.prompt) {
     let data;
@@ -59,9 +62,17 @@ async function workflowFromPng(bytes) {
     } catch {
       throw new FileProblem("the PNG's prompt chunk is not valid JSON");
     }
-    return checkedWorkflow(data, "the PNG's prompt chunk");
+    return checkedWorkflow(data, "the PNG's prompt chunk", convert);
   }
-  if (texts.workflow) throw new FileProblem(UI_FORMAT_MESSAGE);
+  if (texts.workflow) {
+    let data;
+    try {
+      data = JSON.parse(texts.workflow);
+    } catch {
+      throw new FileProblem("the PNG's workflow chunk is not valid JSON");
+    }
+    return checkedWorkflow(data, "the PNG's workflow chunk", convert);
+  }
   throw new FileProblem("this PNG carries no workflow (no prompt text chunk)");
 }
 

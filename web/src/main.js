@@ -351,8 +351,9 @@ export class Editor {
 
   async openFile(file) {
     try {
-      const { workflow, name } = await readWorkflowFile(file);
+      const { workflow, name, notes } = await readWorkflowFile(file, (doc) => this.api.convertWorkflow(doc));
       this.load(workflow, { name });
+      for (const note of notes) this.notices.show(`Converted from ComfyUI's UI format: ${note}`, "info", 15000);
     } catch (error) {
       const message = error instanceof FileProblem ? error.message : `Could not open ${file.name}: ${error.message}`;
       this.notices.show(message, "error", 15000);

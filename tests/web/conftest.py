@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -98,14 +99,17 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def server_url(data_dir) -> str:
-    from nodes.builtin import builtin_registry
+    from nodes.builtin import full_registry
+    from nodes.paths import DataPaths
     from server.app import create_app
     from server.config import ServerConfig
     from tests.executor import stub_nodes
 
-    registry = builtin_registry()
+    # the example plugin (with its web extension) installed the way a user installs one
+    shutil.copytree(REPO / "nodes" / "examples" / "example_plugin", data_dir / "custom_nodes" / "example_plugin")
+    registry, plugins = full_registry(DataPaths(data_dir), entry_points=False)
     registry.add_module(stub_nodes)
-    app = create_app(ServerConfig(data_dir=data_dir, port=0, preview=True), registry)
+    app = create_app(ServerConfig(data_dir=data_dir, port=0, preview=True), registry, plugins)
     server = ServerThread(app)
     url = server.start()
     yield url

@@ -230,3 +230,8 @@ def test_menus_offer_nothing_the_workflow_format_cannot_hold(page):
     page.mouse.click(700, 500, button="right")
     entries = page.locator(".litemenu-entry").all_inner_texts()
     assert "Add Node" in entries and not any("Subgraph" in e for e in entries)
+
+
+def test_plugin_web_extensions_are_loaded(editor):
+    """The example plugin, installed in custom_nodes/, has its web extension imported and set up."""
+    assert editor.evaluate("app.extensions") == ["example_plugin"]

@@ -63,7 +63,32 @@ export class Editor {
     bindToolbar(this);
     bindDrop(this);
     installKeys(this);
+    await this.loadExtensions();
     this.api.connect();
+  }
+
+  /**
+   * Plugins' web extensions: each URL of `GET /extensions` is imported; a module whose default export has
+   * `setup(app)` gets it called once, with this editor. A broken extension is named and the rest go on.
+   */
+  async loadExtensions() {
+    this.extensions = [];
+    let urls = [];
+    try {
+      urls = await this.api.fetchJson("/extensions");
+    } catch (error) {
+      this.notices.show(`Cannot list the plugins' extensions: ${error.message}`, "error");
+      return;
+    }
+    for (const url of urls) {
+      try {
+        const extension = (await import(new URL(url, document.baseURI).href)).default;
+        if (typeof extension?.setup === "function") await extension.setup(this);
+        this.extensions.push(extension?.name ?? url);
+      } catch (error) {
+        this.notices.show(`Extension ${url} failed: ${error.message}`, "error", 15000);
+      }
+    }
   }
 
   createCanvas() {

@@ -80,11 +80,11 @@ def make_registry(args: argparse.Namespace, env):
 
 
 def load_report(args: argparse.Namespace, env, targets: list[str] | None = None):
-    """Read, convert (UI format), resolve models by hash, parse and validate: (report, prompt, extra_data)."""
-    from executor.ui_format import is_ui_format, ui_to_api
+    """Read, prepare (UI format, models by hash, seeds), parse and validate: (report, prompt, extra_data)."""
+    from executor.prepare import prepare
+    from executor.seeds import FirstSubmission, SeedError, resolve_seeds
     from executor.validate import validate
     from executor.workflow import WorkflowError, load_json, parse_workflow
-    from nodes.identity import resolve_models
 
     try:
         text = args.workflow.read_bytes()
@@ -92,25 +92,22 @@ def load_report(args: argparse.Namespace, env, targets: list[str] | None = None)
         print(f"error: cannot read {args.workflow}: {exc.strerror}", file=sys.stderr)
         return None
     registry = make_registry(args, env)
-    extra_data: dict[str, Any] = {}
     try:
-        doc = load_json(text)
-        if is_ui_format(doc):
-            conversion = ui_to_api(doc, registry)
-            for note in conversion.notes:
-                print(f"note: {note}", file=sys.stderr)
-            extra_data = {"extra_pnginfo": {"workflow": doc}}  # saved images carry the file, as ComfyUI's do
-            doc = conversion.prompt
-        workflow = parse_workflow(doc)
+        prepared = prepare(load_json(text), registry, env)
+        prompt = resolve_seeds(prepared.prompt, registry, FirstSubmission())
+        workflow = parse_workflow(prompt)
     except WorkflowError as exc:
         print(f"error: {args.workflow}: {exc.message}: {exc.details}", file=sys.stderr)
         return None
-    resolution = resolve_models(workflow.to_api(), env)
-    for note in resolution.notes:
-        print(f"{'error' if note in resolution.missing else 'note'}: {note.message()}", file=sys.stderr)
-    if resolution.notes:
-        workflow = parse_workflow(resolution.prompt)
-    return validate(workflow, registry, env, targets), resolution.prompt, extra_data
+    except SeedError as exc:
+        print(f"error: {args.workflow}: node {exc.node_id} ({exc.class_type}): {exc.message}: {exc.details}",
+              file=sys.stderr)
+        return None
+    for note in prepared.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for note in prepared.models.notes:
+        print(f"{'error' if note in prepared.models.missing else 'note'}: {note.message()}", file=sys.stderr)
+    return validate(workflow, registry, env, targets), prompt, prepared.extra_data
 
 
 def print_report(report, stream=sys.stderr) -> None:

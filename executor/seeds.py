@@ -56,6 +56,13 @@ class SeedCounters(Protocol):
     def advance_seed(self, stream: str, start: int, delta: int, lo: int, hi: int) -> int: ...
 
 
+class FirstSubmission:
+    """Counters for a one-off run (`main.py run`): an increment/decrement stream starts at the submitted value."""
+
+    def advance_seed(self, stream: str, start: int, delta: int, lo: int, hi: int) -> int:
+        return start
+
+
 def controlled_inputs(registry: Registry, class_type: Any) -> dict[str, InputSpec]:
     """The INT inputs of a node type that carry `control_after_generate`."""
     spec = registry.get(class_type) if isinstance(class_type, str) else None

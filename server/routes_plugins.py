@@ -7,22 +7,16 @@
 - `GET /plugins`: every plugin seen at start-up with its nodes, version, status and error.
 - `POST /workflow/convert`: a UI-format workflow (ComfyUI's `nodes`/`links`) → `{"prompt": <API format>,
   "notes": [...]}` (400 with ComfyUI's error envelope naming unknown node types).
-- `prepare_prompt` is what `POST /prompt` calls first: it converts a UI-format `prompt` (keeping the original in
-  `extra_data.extra_pnginfo.workflow`, as ComfyUI's frontend sends it) and swaps in models found by their hash.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from executor.ui_format import is_ui_format, ui_to_api
+from executor.ui_format import ui_to_api
 from executor.workflow import WorkflowError
-from nodes.api import Environment
-from nodes.identity import ModelResolution, resolve_models
-from nodes.registry import Registry
 from server.api import PUBLIC, ApiError, Route, json_response, parse_json, validate_model
 from server.state import PLUGINS, REGISTRY
 
@@ -80,22 +74,6 @@ async def convert(request: web.Request) -> web.Response:
     except WorkflowError as exc:
         raise ApiError(400, exc.type, exc.message, exc.details, exc.extra_info) from None
     return json_response({"prompt": conversion.prompt, "notes": conversion.notes})
-
-
-async def prepare_prompt(prompt: dict[str, Any], extra_data: dict[str, Any], registry: Registry,
-                         env: Environment) -> tuple[dict[str, Any], dict[str, Any], ModelResolution]:
-    """A UI-format prompt converted, then models resolved by hash: (prompt, extra_data, resolution)."""
-    if is_ui_format(prompt):
-        try:
-            conversion = ui_to_api(prompt, registry)
-        except WorkflowError as exc:
-            raise ApiError(400, exc.type, exc.message, exc.details, exc.extra_info) from None
-        pnginfo = dict(extra_data.get("extra_pnginfo") or {})
-        pnginfo.setdefault("workflow", prompt)
-        extra_data = {**extra_data, "extra_pnginfo": pnginfo}
-        prompt = conversion.prompt
-    resolution = await asyncio.to_thread(resolve_models, prompt, env)  # may hash a model file the first time
-    return resolution.prompt, extra_data, resolution
 
 
 def add_plugin_files(app: web.Application) -> None:

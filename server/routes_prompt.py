@@ -2,25 +2,27 @@
 
 `POST /prompt`, in order: read and validate the body (400 `invalid_json` / `invalid_request`, never ComfyUI's
 500), require `prompt` (400 `no_prompt`), convert a UI-format prompt and swap in models found by their recorded
-hash (routes_plugins.prepare_prompt), choose the number (the caller's, else the persistent counter, negated
+hash (executor.prepare), choose the number (the caller's, else the persistent counter, negated
 for `front`), resolve seeds (executor.seeds), parse and validate the workflow (400 with ComfyUI's `error` +
 `node_errors`), store the item with `client_id` copied into `extra_data`, broadcast `status`, wake the worker,
 answer `{prompt_id, number, node_errors}`. The prompt is stored and run with its seeds resolved.
 """
 from __future__ import annotations
 
+import asyncio
+
 import uuid
 from typing import Any
 
 from aiohttp import web
 
+from executor.prepare import prepare
 from executor.queue import DuplicatePromptError, QueueItem
 from executor.seeds import SeedError, resolve_seeds
 from executor.validate import validate
 from executor.workflow import WorkflowError, parse_workflow
 from server import schemas as s
 from server.api import ApiError, Route, empty_ok, json_response, read_model, read_query
-from server.routes_plugins import prepare_prompt
 from server.state import ENV, HUB, REGISTRY, STORE, WORKER
 
 BAD = (400, ("refused: ComfyUI's error envelope", s.ErrorResponse))
@@ -36,9 +38,13 @@ async def post_prompt(request: web.Request) -> web.Response:
     if not prompt_id or len(prompt_id) > s.MAX_ID_LENGTH:
         raise ApiError(400, "invalid_request", "Invalid request",
                        f"prompt_id must be 1 to {s.MAX_ID_LENGTH} characters")
-    prompt, extra_data, models = await prepare_prompt(body.prompt, body.extra_data, registry, env)
+    try:  # off the loop: resolving models by hash may read whole model files the first time
+        prepared = await asyncio.to_thread(prepare, body.prompt, registry, env, body.extra_data)
+    except WorkflowError as exc:
+        raise ApiError(400, exc.type, exc.message, exc.details, exc.extra_info) from None
+    extra_data, models = prepared.extra_data, prepared.models
     try:
-        prompt = resolve_seeds(prompt, registry, store, client_id=body.client_id or "")
+        prompt = resolve_seeds(prepared.prompt, registry, store, client_id=body.client_id or "")
     except SeedError as exc:
         raise ApiError(400, "prompt_outputs_failed_validation", "Prompt outputs failed validation",
                        f"{exc.message}: {exc.details}", node_errors=exc.node_errors()) from None

@@ -34,6 +34,7 @@ from executor.validate import ValidationReport, validate
 from executor.workflow import WorkflowError, parse_workflow
 from nodes.api import Environment
 from nodes.registry import Registry
+from nodes.sd.handles import unload_models
 from server.hub import Hub, Running, text
 
 log = logging.getLogger(__name__)
@@ -252,10 +253,7 @@ class Worker:
             return
         if self._free["free_memory"]:
             self.executor.cache.clear()
-        manager = self.env.services.get("models")
-        offload = getattr(manager, "offload_all", None)
-        if callable(offload):
-            offload()
+        unload_models(self.env)
         self._free = {"unload_models": False, "free_memory": False}
         gc.collect()
         torch = sys.modules.get("torch")

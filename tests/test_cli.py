@@ -74,3 +74,17 @@ def test_nodes_lists_inputs_and_outputs(tmp_path):
     lines = done.stdout.splitlines()
     at = lines.index("PrimitiveInt [utils/primitive] v1.0.0")
     assert lines[at + 1].split() == ["in", "value:", "INT"] and lines[at + 2].split() == ["out", "INT:", "INT"]
+
+
+def test_run_resolves_random_seeds_like_the_server(tmp_path):
+    wf = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": "random"}},
+          "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+          "3": {"class_type": "PrimitiveInt", "inputs": {"value": 7}, "_meta": {"control_after_generate": "increment"}},
+          "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}}}
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(wf))
+    runs = [cli("run", str(path), data_dir=tmp_path / "data") for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    (a, inc_a), (b, inc_b) = (r.stdout.split() for r in runs)
+    assert 0 <= int(a) <= 2**50 and a != b  # a fresh value each run (2**-50 chance of a false failure)
+    assert inc_a == inc_b == "7"  # a one-off run starts an increment stream at the submitted value

@@ -19,7 +19,7 @@ from nodes.sd.devices import ModelManager
 from nodes.sd.families import ModelFamily
 from nodes.sd.text_encoder import TextEncoder, TextEncoding
 
-MANAGER_KEY = "sd.model_manager"
+MANAGER_KEY = "models"
 
 
 def model_manager(env: Environment) -> ModelManager:
@@ -28,6 +28,13 @@ def model_manager(env: Environment) -> ModelManager:
     if manager is None:
         manager = env.services[MANAGER_KEY] = ModelManager()
     return manager
+
+
+def unload_models(env: Environment) -> None:
+    """Send every model on the compute device back to RAM (`POST /free {"unload_models": true}`)."""
+    manager = env.services.get(MANAGER_KEY)
+    if manager is not None:
+        manager.offload_all()
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ family and shapes from the safetensors header, the modules are built from config
 meta device (no random initialisation), each component's tensors are renamed with diffusers' own single-file
 conversion helpers and assigned into the modules (`load_state_dict(assign=True)`) straight from the
 memory-mapped file, so no second copy exists in RAM. Tensors whose dtype differs from the target dtype are
-converted once, component by component. `load_diffusers_folder(path)` reads a diffusers folder and returns
-the same `Checkpoint`.
+converted once, while they are read, a batch at a time (`StateDict.tensors(dtype=…)`): the peak memory of an
+fp16 file loaded as fp32 is the fp32 model plus one batch, not plus the whole file.
+`load_diffusers_folder(path)` reads a diffusers folder and returns the same `Checkpoint`.
 
 dtype=None picks the device policy (`devices.dtype_policy`): fp32 everywhere on the CPU; fp16 UNet and text
 encoders and a bf16/fp32 VAE on CUDA. The modules stay on the CPU (in RAM); `devices.ModelManager` moves them.
@@ -109,12 +110,13 @@ def load_vae_file(
     dtypes = DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
     config = configs.vae_config("sd1", vae_shape, prediction="eps")
     vae = _build(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
-    tensors = {VAE_PREFIX + k[len(prefix):]: v for k, v in _under(state, prefix).items()}
+    tensors = {VAE_PREFIX + k[len(prefix):]: v for k, v in _under(state, prefix, dtypes.vae).items()}
     return _fill(vae, convert_ldm_vae_checkpoint(tensors, config), state.path, "VAE", dtypes.vae)
 
 
-def _under(state: StateDict, prefix: str) -> dict[str, torch.Tensor]:
-    return state.tensors(k for k in state.shapes if k.startswith(prefix))
+def _under(state: StateDict, prefix: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The tensors under `prefix`, converted to `dtype` while reading (see `StateDict.tensors`)."""
+    return state.tensors((k for k in state.shapes if k.startswith(prefix)), dtype=dtype)
 
 
 def _load_unet(state: StateDict, arch: Architecture, dtype: torch.dtype) -> UNet2DConditionModel:
@@ -122,7 +124,7 @@ def _load_unet(state: StateDict, arch: Architecture, dtype: torch.dtype) -> UNet
     config = configs.unet_config(family.name, arch.unet, prediction=family.prediction)
     unet = _build(state.path, "UNet", lambda: UNet2DConditionModel.from_config(config))
     # diffusers' converter only looks under the usual prefix; files using another one are renamed to it.
-    tensors = {LDM_UNET_KEY + k[len(arch.unet_prefix):]: v for k, v in _under(state, arch.unet_prefix).items()}
+    tensors = {LDM_UNET_KEY + k[len(arch.unet_prefix):]: v for k, v in _under(state, arch.unet_prefix, dtype).items()}
     converted = convert_ldm_unet_checkpoint(tensors, config)
     return _fill(unet, converted, state.path, "UNet", dtype)
 
@@ -130,7 +132,7 @@ def _load_unet(state: StateDict, arch: Architecture, dtype: torch.dtype) -> UNet
 def _load_vae(state: StateDict, arch: Architecture, dtype: torch.dtype) -> AutoencoderKL:
     config = configs.vae_config(arch.family.name, arch.vae, prediction=arch.family.prediction)
     vae = _build(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
-    converted = convert_ldm_vae_checkpoint(_under(state, VAE_PREFIX), config)
+    converted = convert_ldm_vae_checkpoint(_under(state, VAE_PREFIX, dtype), config)
     return _fill(vae, converted, state.path, "VAE", dtype)
 
 
@@ -139,7 +141,7 @@ def _load_text_encoder(state: StateDict, arch: Architecture, kind: str, dtype: t
     prefix, layout = arch.text_encoder_keys[kind]
     cls = CLIPTextModelWithProjection if shape.projection_dim is not None else CLIPTextModel
     model = _build(state.path, f"text encoder {kind}", lambda: cls(configs.clip_text_config(kind, shape)))
-    tensors = _under(state, prefix)
+    tensors = _under(state, prefix, dtype)
     if layout == "hf":
         converted = convert_ldm_clip_checkpoint(tensors, remove_prefix=prefix)
     else:

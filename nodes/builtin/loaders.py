@@ -41,8 +41,7 @@ class CheckpointLoaderSimple(Node):
         path = ctx.env.paths.resolve(ctx.env.paths.models("checkpoints"), self.ckpt_name)
         loaded = load_model(path, allow_pickle=ctx.env.allow_pickle)
         manager = model_manager(ctx.env)
-        missing = {spec.key: spec.layers_missing for spec in loaded.family.text_encoders}
-        clip = ClipHandle(TextEncoder(loaded.family.name, loaded.text_encoders, layers_missing=missing), manager,
+        clip = ClipHandle(TextEncoder(loaded.family, loaded.text_encoders), manager,
                           self.ckpt_name)
         vae = VaeHandle(loaded.vae, manager, self.ckpt_name) if loaded.vae is not None else None
         return CheckpointOutputs(ModelHandle(loaded.unet, loaded.family, manager, self.ckpt_name), clip, vae)

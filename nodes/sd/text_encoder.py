@@ -1,15 +1,14 @@
 """The CLIP handle: prompt text → conditioning tensors for SD1, SD2 and SDXL (reference §6.10, §6.3).
 
-`TextEncoder(family, models, layer=None, layers_missing=None)` wraps already-loaded transformers text models
-(the checkpoint loader builds them, keyed "l"/"h"/"g"; this module never loads files) with the facts of their
-model family:
+`TextEncoder(family, models, layer=None)` wraps already-loaded transformers text models (the checkpoint loader
+builds them, keyed "l"/"h"/"g"; this module never loads files) with the facts of their model family, which
+`nodes.sd.families` keeps (`ModelFamily.text_encoders`):
 
 | family | encoders (key: class) | pad | default layer | LayerNorm on a hidden layer | cond dim | pooled |
 |---|---|---|---|---|---|---|
 | `sd1` | `l`: CLIPTextModel | 49407 | last | yes | 768 | L, unprojected |
 | `sd2` | `h`: CLIPTextModel | 0 | −2 | yes | 1024 | H, unprojected |
 | `sdxl` | `l`: CLIPTextModel, `g`: CLIPTextModelWithProjection | 49407 / 0 | −2 / −2 | no | 768 + 1280 = 2048 | G, projected (1280) |
-| `sdxl_refiner` | `g`: CLIPTextModelWithProjection | 0 | −2 | no | 1280 | G, projected |
 
 SDXL uses the penultimate layer of both encoders without the final LayerNorm (reference §6.10.7; the SDXL
 release code and diffusers' `hidden_states[-2]` agree). SD2 uses the penultimate layer of ViT-H *with* the final
@@ -37,52 +36,17 @@ projection where the family says so. Results are float32 on the CPU whatever the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, PreTrainedModel
 
-from nodes.sd.tokenizer import END_ID, PAD_WITH_END, PAD_WITH_ZERO, PromptTokenizer, TokenChunk
+from nodes.sd.families import ModelFamily, TextEncoderSpec, family_spec
+from nodes.sd.tokenizer import END_ID, PromptTokenizer, TokenChunk
 
 #: CLIPSetLastLayer's range.
 MIN_LAYER, MAX_LAYER = -24, -1
 
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """What one text encoder of a family needs besides its weights."""
-
-    key: str  # "l", "h" or "g": the key in the loader's dict of text encoders
-    pad_id: int
-    default_layer: int | None  # hidden layer read by default; None = the final (LayerNormed) output
-    norm_hidden_layer: bool  # apply the final LayerNorm to a hidden layer picked by index
-    projected_pooled: bool  # pooled vector goes through text_projection (needs CLIPTextModelWithProjection)
-
-
-@dataclass(frozen=True)
-class Family:
-    """A model family's text encoders, in the order their outputs are concatenated on the feature axis."""
-
-    name: str
-    encoders: tuple[ClipSpec, ...]
-    pooled_from: str
-
-
-_L_SD1 = ClipSpec("l", PAD_WITH_END, None, norm_hidden_layer=True, projected_pooled=False)
-_H_SD2 = ClipSpec("h", PAD_WITH_ZERO, -2, norm_hidden_layer=True, projected_pooled=False)
-_L_SDXL = ClipSpec("l", PAD_WITH_END, -2, norm_hidden_layer=False, projected_pooled=False)
-_G_SDXL = ClipSpec("g", PAD_WITH_ZERO, -2, norm_hidden_layer=False, projected_pooled=True)
-
-FAMILIES: dict[str, Family] = {
-    family.name: family
-    for family in (
-        Family("sd1", (_L_SD1,), pooled_from="l"),
-        Family("sd2", (_H_SD2,), pooled_from="h"),
-        Family("sdxl", (_L_SDXL, _G_SDXL), pooled_from="g"),
-        Family("sdxl_refiner", (_G_SDXL,), pooled_from="g"),
-    )
-}
 
 TextModel = CLIPTextModel | CLIPTextModelWithProjection
 
@@ -98,38 +62,30 @@ class TextEncoder:
     """A CLIP handle: one family's tokenizers and text models, plus the CLIPSetLastLayer choice.
 
     Args:
-        family: a `Family` or its name in `FAMILIES` (`"sd1"`, `"sd2"`, `"sdxl"`, `"sdxl_refiner"`).
+        family: the checkpoint's `ModelFamily` (its `text_encoders` say pad token, default layer, LayerNorm,
+            pooled projection and `layers_missing` per encoder), or a family name (`"sd1"`, `"sd2"`, `"sdxl"`).
         models: the loaded text models by key (`"l"`, `"h"`, `"g"`); keys the family does not use are ignored.
         layer: CLIPSetLastLayer's `stop_at_clip_layer` (−24 … −1), or None for the family's default.
-        layers_missing: per key, how many of the original encoder's last layers the loaded model lacks (SD2
-            diffusers folders drop ViT-H's last layer). Layer n is then read at hidden-state index n + missing;
-            a layer that is missing falls back to the deepest one present.
     """
 
-    def __init__(
-        self,
-        family: Family | str,
-        models: Mapping[str, PreTrainedModel],
-        layer: int | None = None,
-        layers_missing: Mapping[str, int] | None = None,
-    ):
-        self.family = FAMILIES[family] if isinstance(family, str) else family
+    def __init__(self, family: ModelFamily | str, models: Mapping[str, PreTrainedModel], layer: int | None = None):
+        self.family = family_spec(family) if isinstance(family, str) else family
         if layer is not None and not MIN_LAYER <= layer <= MAX_LAYER:
             raise ValueError(f"CLIP layer must be in {MIN_LAYER}..{MAX_LAYER}, got {layer}")
         self.layer = layer
-        self.layers_missing = {spec.key: (layers_missing or {}).get(spec.key, 0) for spec in self.family.encoders}
+        self.encoders = self.family.text_encoders
         self.models: dict[str, TextModel] = {}
-        for spec in self.family.encoders:
+        for spec in self.encoders:
             model = models.get(spec.key)
             wanted = CLIPTextModelWithProjection if spec.projected_pooled else (CLIPTextModel, CLIPTextModelWithProjection)
             if not isinstance(model, wanted):
                 raise TypeError(f"{self.family.name} needs text encoder {spec.key!r} as {wanted}, got {type(model)}")
             self.models[spec.key] = model
-        self.tokenizers = {spec.key: PromptTokenizer(spec.pad_id) for spec in self.family.encoders}
+        self.tokenizers = {spec.key: PromptTokenizer(spec.pad_token_id) for spec in self.encoders}
 
     def with_last_layer(self, layer: int) -> TextEncoder:
         """CLIPSetLastLayer: a clone reading hidden layer `layer` (−1 = last, −2 = "clip skip 2"); shares weights."""
-        return TextEncoder(self.family, self.models, layer=layer, layers_missing=self.layers_missing)
+        return TextEncoder(self.family, self.models, layer=layer)
 
     def tokenize(self, text: str) -> dict[str, list[TokenChunk]]:
         """Chunks of `text` for every encoder of the family."""
@@ -156,32 +112,30 @@ class TextEncoder:
     def encode_tokens(self, tokens: Mapping[str, Sequence[TokenChunk]]) -> TextEncoding:
         """Encode chunks for every encoder and join them on the feature axis (cut to the shortest)."""
         conds, pooled = [], None
-        for spec in self.family.encoders:
-            missing = self.layers_missing[spec.key]
-            result = encode_chunks(self.models[spec.key], spec, self.layer, tokens[spec.key], missing)
+        for spec in self.encoders:  # the pooled vector comes from the last one (SD1 L, SD2 H, SDXL G)
+            result = encode_chunks(self.models[spec.key], spec, self.layer, tokens[spec.key])
             conds.append(result.cond)
-            if spec.key == self.family.pooled_from:
-                pooled = result.pooled
+            pooled = result.pooled
         length = min(cond.shape[1] for cond in conds)
         return TextEncoding(torch.cat([cond[:, :length] for cond in conds], dim=-1), pooled)
 
 
 def encode_chunks(
-    model: TextModel, spec: ClipSpec, layer: int | None, chunks: Sequence[TokenChunk], layers_missing: int = 0
+    model: TextModel, spec: TextEncoderSpec, layer: int | None, chunks: Sequence[TokenChunk]
 ) -> TextEncoding:
     """One encoder: run the chunks (+ the empty sequence if weighted) as one batch, weight, concatenate.
 
-    `layer` None means the family's default layer; `layers_missing` as in `TextEncoder`.
+    `layer` None means the family's default layer (`spec.default_layer`).
     """
     if not chunks:
         raise ValueError("nothing to encode: at least one chunk is needed")
     weighted = any(chunk.is_weighted for chunk in chunks)
-    batch = list(chunks) + ([PromptTokenizer(spec.pad_id).empty_chunk()] if weighted else [])
+    batch = list(chunks) + ([PromptTokenizer(spec.pad_token_id).empty_chunk()] if weighted else [])
     ids = torch.tensor([chunk.ids for chunk in batch], dtype=torch.long, device=model.device)
     with torch.no_grad():
         output = model(input_ids=ids, output_hidden_states=True)
         final = output.last_hidden_state  # after the final LayerNorm
-        hidden = _select_layer(model, spec, layer, layers_missing, output.hidden_states, final)
+        hidden = _select_layer(model, spec, layer, output.hidden_states, final)
         # Pool (and project) every row, then keep the first: a [1, D] matmul can round differently from the
         # batched one the model itself (and ComfyUI) computes.
         ends = torch.tensor([chunk.ids.index(END_ID) for chunk in batch], device=final.device)
@@ -197,18 +151,20 @@ def encode_chunks(
 
 
 def _select_layer(
-    model: TextModel, spec: ClipSpec, layer: int | None, layers_missing: int, hidden_states, final: torch.Tensor
+    model: TextModel, spec: TextEncoderSpec, layer: int | None, hidden_states, final: torch.Tensor
 ) -> torch.Tensor:
-    """The hidden state CLIPSetLastLayer asks for; `hidden_states[0]` is the embedding output."""
+    """The hidden state CLIPSetLastLayer asks for; `hidden_states[0]` is the embedding output.
+
+    Layer n is read at hidden-state index n + `spec.layers_missing` (SD2 diffusers folders lack ViT-H's last
+    layer); a layer that is missing falls back to the deepest one present.
+    """
     index = spec.default_layer if layer is None else layer
-    if index is None:
-        return final
-    index = min(index + layers_missing, -1)
+    index = min(index + spec.layers_missing, -1)
     if -index > len(hidden_states) - 1:
         # Deeper than the model: ComfyUI falls back to the final output, as if no layer had been set.
         return final
     hidden = hidden_states[index]
-    return _final_layer_norm(model)(hidden) if spec.norm_hidden_layer else hidden
+    return _final_layer_norm(model)(hidden) if spec.final_layer_norm else hidden
 
 
 def _final_layer_norm(model: TextModel) -> torch.nn.Module:

@@ -12,7 +12,8 @@ import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 from tests.nodes.sd._text_helpers import G_PROJECTION, G_WIDTH, H_WIDTH, L_WIDTH, run_model, tiny_clip_g, tiny_clip_h, tiny_clip_l
 
-from nodes.sd.text_encoder import FAMILIES, TextEncoder, sdxl_add_time_ids, sdxl_refiner_add_time_ids
+from nodes.sd.families import family_spec
+from nodes.sd.text_encoder import TextEncoder, sdxl_add_time_ids, sdxl_refiner_add_time_ids
 from nodes.sd.tokenizer import PAD_WITH_END, PAD_WITH_ZERO, PromptTokenizer
 
 
@@ -159,12 +160,12 @@ def test_sd2_with_a_truncated_h_reads_the_same_layers():
     state = {k: v for k, v in full.state_dict().items() if not k.startswith("encoder.layers.3.")}
     truncated.load_state_dict(state, strict=True)
     whole = TextEncoder("sd2", {"h": full})
-    cut = TextEncoder("sd2", {"h": truncated}, layers_missing={"h": 1})
+    cut = TextEncoder(family_spec("sd2", truncated_h=True), {"h": truncated})
     assert torch.equal(cut.encode("a cat").cond, whole.encode("a cat").cond)
     assert torch.equal(cut.with_last_layer(-3).encode("a cat").cond, whole.with_last_layer(-3).encode("a cat").cond)
     # The missing last layer cannot be read: the deepest present one stands in.
     assert torch.equal(cut.with_last_layer(-1).encode("a cat").cond, whole.encode("a cat").cond)
-    assert cut.with_last_layer(-2).layers_missing == {"h": 1}
+    assert cut.with_last_layer(-2).encoders[0].layers_missing == 1
 
 
 # --- SDXL ----------------------------------------------------------------------------------------------------
@@ -198,16 +199,10 @@ def test_sdxl_separate_texts_pad_the_shorter_with_empty_chunks(sdxl, clip_l, cli
     assert torch.equal(pooled, ref_g.text_embeds[0:1])
 
 
-def test_sdxl_refiner_family_uses_g_alone(clip_g):
-    cond, pooled = TextEncoder("sdxl_refiner", {"g": clip_g}).encode("a cat")
-    reference = run_model(clip_g, _ids("a cat", PAD_WITH_ZERO))
-    assert torch.equal(cond, reference.hidden_states[-2]) and torch.equal(pooled, reference.text_embeds)
-
-
 def test_family_table():
-    assert [spec.key for spec in FAMILIES["sdxl"].encoders] == ["l", "g"]
-    assert FAMILIES["sdxl"].pooled_from == "g"
-    assert [spec.pad_id for spec in FAMILIES["sdxl"].encoders] == [49407, 0]
+    sdxl = family_spec("sdxl").text_encoders
+    assert [spec.key for spec in sdxl] == ["l", "g"] and [spec.projected_pooled for spec in sdxl] == [False, True]
+    assert [spec.pad_token_id for spec in sdxl] == [49407, 0]
 
 
 def test_sdxl_time_ids():

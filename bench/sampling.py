@@ -185,7 +185,8 @@ def module_bytes(modules) -> int:
 
 
 def child_load(which: str, path: Path, config: Path) -> dict:
-    """One load in this (fresh) process: seconds, RSS before, peak RSS, loaded bytes."""
+    """One load in this (fresh) process ("ours", "diffusers" or "floor"): wall and CPU seconds, RSS before,
+    peak RSS, loaded bytes and dtypes."""
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -205,13 +206,9 @@ def child_load(which: str, path: Path, config: Path) -> dict:
         )
         modules = [pipe.unet, pipe.vae, pipe.text_encoder]
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    dtypes = sorted({str(p.dtype) for m in modules for p in m.parameters()})
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "rss_before": before, "peak_rss": peak_rss_bytes(), "rss_after": rss_bytes(),
+    dtypes = sorted({str(t.dtype) for m in modules for t in [*m.parameters(), *m.buffers()] if t.is_floating_point()})
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "rss_before": before, "peak_rss": peak_rss_bytes(),
             "model_bytes": module_bytes(modules), "dtypes": dtypes}
-
-
-def stamp() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
 
 
 def conversion_floor(path: Path):
@@ -225,6 +222,10 @@ def conversion_floor(path: Path):
     for index, tensor in enumerate(open_state_dict(path).tensors(dtype=torch.float32).values()):
         module.register_buffer(f"t{index}", tensor)
     return module
+
+
+def stamp() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
 
 
 def step_seconds(stamps: list[tuple[float, float]]) -> tuple[float, float]:

@@ -46,6 +46,11 @@ from diffusers.loaders.single_file_utils import (
 )
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+try:  # transformers >= 5
+    from transformers.initialization import no_init_weights
+except ImportError:  # transformers 4
+    from transformers.modeling_utils import no_init_weights
+
 from nodes.sd import configs
 from nodes.sd.devices import DtypePolicy, dtype_policy
 from nodes.sd.errors import CheckpointError
@@ -153,7 +158,9 @@ def _load_text_encoder(state: StateDict, arch: Architecture, kind: str, dtype: t
 def _build(path: Path, what: str, make):
     """Build a module on the meta device: parameters get no storage and no random initialisation."""
     try:
-        with init_empty_weights():
+        # no_init_weights: transformers would still run its initialisers over the meta tensors (a fifth of an
+        # SD1.5 load's time above reading and converting the weights).
+        with init_empty_weights(), no_init_weights():
             return make()
     except (ValueError, RuntimeError, AssertionError) as exc:  # widths the classes cannot take
         raise CheckpointError(path, f"unknown architecture ({what} cannot be built: {exc})") from None

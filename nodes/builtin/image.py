@@ -72,7 +72,7 @@ class SaveImage(Node):
     """Save images as PNG files in the output folder, with the workflow that made them in the file."""
 
     images: Image = Input(tooltip="the images to save")
-    filename_prefix: str = Input("latentloom", tooltip="file name prefix; may contain a subfolder and "
+    filename_prefix: str = Input("ComfyUI", tooltip="file name prefix; may contain a subfolder and "
                                  "%width%, %height%, %year%, %month%, %day%, %hour%, %minute%, %second%")
 
     def run(self, ctx: Context) -> None:
@@ -89,6 +89,6 @@ class PreviewImage(Node):
 
     def run(self, ctx: Context) -> None:
         suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
-        saved = _save_batch(ctx, self.images, "temp", f"latentloom_temp_{suffix}", PNG_LEVEL_PREVIEW,
+        saved = _save_batch(ctx, self.images, "temp", f"ComfyUI_temp_{suffix}", PNG_LEVEL_PREVIEW,
                             metadata_texts(ctx))
         ctx.show(images=saved)

@@ -28,3 +28,29 @@ class CLIPSetLastLayer(Node):
 
     def run(self, ctx: Context) -> Clip:
         return self.clip.with_last_layer(self.stop_at_clip_layer)
+
+
+MAX_RESOLUTION = 16384
+
+
+@node(category="advanced/conditioning", version="1.0.0", display_name="CLIP Text Encode SDXL",
+      python_module="comfy_extras.nodes_clip_sdxl")
+class CLIPTextEncodeSDXL(Node):
+    """Encode SDXL prompts: `text_g` for the large CLIP-G encoder, `text_l` for CLIP-L, with the image size and
+    crop the model is told about (size conditioning)."""
+
+    clip: Clip = Input()
+    width: int = Input(1024, ge=0, le=MAX_RESOLUTION)
+    height: int = Input(1024, ge=0, le=MAX_RESOLUTION)
+    crop_w: int = Input(0, ge=0, le=MAX_RESOLUTION)
+    crop_h: int = Input(0, ge=0, le=MAX_RESOLUTION)
+    target_width: int = Input(1024, ge=0, le=MAX_RESOLUTION)
+    target_height: int = Input(1024, ge=0, le=MAX_RESOLUTION)
+    text_g: str = Input(multiline=True, dynamic_prompts=True)
+    text_l: str = Input(multiline=True, dynamic_prompts=True)
+
+    def run(self, ctx: Context) -> Conditioning:
+        cond, pooled = self.clip.encode_sdxl(self.text_g, self.text_l)
+        sizes = {"width": self.width, "height": self.height, "crop_w": self.crop_w, "crop_h": self.crop_h,
+                 "target_width": self.target_width, "target_height": self.target_height}
+        return [[cond, {"pooled_output": pooled, **sizes}]]

@@ -9,7 +9,8 @@ from nodes.plugins import Plugins, load_plugins
 from nodes.registry import Registry
 
 BUILTIN_MODULES = ("nodes.builtin.primitives", "nodes.builtin.utils", "nodes.builtin.image", "nodes.builtin.latent",
-                   "nodes.builtin.loaders", "nodes.builtin.conditioning", "nodes.builtin.sampling")
+                   "nodes.builtin.loaders", "nodes.builtin.conditioning", "nodes.builtin.sampling",
+                   "nodes.builtin.inpaint")
 
 
 def builtin_registry() -> Registry:

@@ -208,13 +208,15 @@ def cmd_demo_checkpoint(args: argparse.Namespace) -> int:
 
 
 def write_demo_image(path: Path) -> None:
-    """A 64×64 test card (colour gradients), for the img2img example workflow."""
+    """A 64×64 test card (colour gradients) with a transparent disc in the middle: img2img uses the colours,
+    the inpaint example repaints the disc (LoadImage's mask is 1 − alpha)."""
     import numpy as np
     from PIL import Image
 
     y, x = np.mgrid[0:64, 0:64].astype(np.float32) / 63.0
     rgb = np.stack([x, y, 1.0 - (x + y) / 2.0], axis=-1)
-    Image.fromarray((rgb * 255).astype(np.uint8)).save(path)
+    alpha = np.where((x - 0.5) ** 2 + (y - 0.5) ** 2 < 0.04, 0.0, 1.0)[..., None]
+    Image.fromarray((np.concatenate([rgb, alpha], axis=-1) * 255).astype(np.uint8), "RGBA").save(path)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from nodes.images import read_png_texts
 
@@ -25,7 +27,9 @@ def demo_data(tmp_path_factory):
     done = cli("demo-checkpoint", data_dir=data)
     assert done.returncode == 0, done.stderr
     assert (data / "models" / "checkpoints" / "latentloom-demo-tiny.safetensors").is_file()
-    assert (data / "input" / "example.png").is_file()
+    with Image.open(data / "input" / "example.png") as example:  # the inpaint example repaints its transparent disc
+        alpha = np.asarray(example.getchannel("A"))
+    assert alpha.min() == 0 and alpha.max() == 255
     return data
 
 

@@ -113,7 +113,7 @@ def test_interrupt_stops_the_run(page):
 
 
 def test_queue_panel_cancels_pending_and_opens_history(page):
-    open_editor(page, slow_workflow(steps=60, delay=0.05, value=9.0))
+    open_editor(page, slow_workflow(steps=400, delay=0.05, value=9.0))  # interrupted below
     record_events(page)
     page.click("#queue-panel-button")
     page.click("#queue-button")

@@ -110,6 +110,7 @@ export class QueuePanel {
     this.api = api;
     this.actions = actions;
     this.pending = null;
+    this.stale = false;
   }
 
   get open() {
@@ -121,13 +122,24 @@ export class QueuePanel {
     if (this.open) this.refresh();
   }
 
+  /**
+   * Re-read the queue and history. Calls that arrive while a read is in flight are coalesced into one more read
+   * after it: that read may have been answered before the change that caused the call.
+   */
   async refresh() {
     if (!this.open) return;
-    if (this.pending) return this.pending;
+    if (this.pending) {
+      this.stale = true;
+      return this.pending;
+    }
+    this.stale = false;
     this.pending = Promise.all([this.api.getQueue(), this.api.getHistory(30)])
       .then(([queue, history]) => this.render(queue, history))
       .catch((error) => this.render(null, null, error))
-      .finally(() => (this.pending = null));
+      .finally(() => {
+        this.pending = null;
+        if (this.stale) this.refresh();
+      });
     return this.pending;
   }
 

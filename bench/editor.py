@@ -22,15 +22,17 @@ machine only ever get slower from interference.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.app import create_app  # noqa: E402
+from server.background import BackgroundServer  # noqa: E402
+from server.config import ServerConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -55,36 +57,6 @@ def tiled_workflow(count: int) -> dict:
             meta = dict(entry["_meta"], pos=[entry["_meta"]["pos"][0] + dx, entry["_meta"]["pos"][1] + dy])
             workflow[str(int(nid) + offset)] = {"class_type": entry["class_type"], "inputs": inputs, "_meta": meta}
     return workflow
-
-
-class Server:
-    """The app in a thread with its own loop, on 127.0.0.1:<free port>."""
-
-    def __init__(self, data_dir: Path) -> None:
-        from server.app import create_app
-        from server.config import ServerConfig
-
-        self.app = create_app(ServerConfig(data_dir=data_dir, port=0))
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-        self.ready.wait(120)
-
-    def _run(self) -> None:
-        from aiohttp import web
-
-        asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.app, access_log=None)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"
-        self.ready.set()
-        self.loop.run_forever()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 MEASURE_LOAD = """async () => {
@@ -193,12 +165,12 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-        server = Server(Path(tmp))
+        server = BackgroundServer(create_app(ServerConfig(data_dir=Path(tmp), port=0))).start()
         browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
         try:
             small, large = tiled_workflow(args.reference), tiled_workflow(args.nodes)
-            reference = best_of([measure(browser, server.url, small) for _ in range(args.repeat)])
-            result = best_of([measure(browser, server.url, large) for _ in range(args.repeat)])
+            reference = best_of([measure(browser, server.url + "/", small) for _ in range(args.repeat)])
+            result = best_of([measure(browser, server.url + "/", large) for _ in range(args.repeat)])
         finally:
             browser.close()
             server.stop()

@@ -23,9 +23,9 @@ Rules (reference §6.3, §6.6, §6.8), each chosen so that the UNet sees exactly
   after it x0 ← x0·m + latent·(1 − m).
 
 Public API: `PREDICTIONS`, `calculate_input`, `calculate_denoised`, `noise_scaling`, `ModelCond`,
-`prepare_conditioning(...)`, `UNetModel(unet, prediction="eps", schedule=None)`, `CFGDenoiser(model, positive,
-negative, cfg)`, `MaskedDenoiser(inner, mask, latent_image, noise)`, `prepare_mask(mask, shape)`,
-`repeat_to_batch_size(t, n)`.
+`prepare_conditioning(...)`, `sdxl_time_ids(...)`, `UNetModel(unet, prediction="eps", schedule=None)`,
+`CFGDenoiser(model, positive, negative, cfg)`, `MaskedDenoiser(inner, mask, latent_image, noise)`,
+`prepare_mask(mask, shape)`, `repeat_to_batch_size(t, n)`.
 """
 
 from __future__ import annotations
@@ -140,8 +140,9 @@ class ModelCond:
         return not (self.sigma_end is not None and sigma < self.sigma_end)
 
 
-def _time_ids(unet_config: Any, extras: dict, pooled_dim: int, latent_hw, negative: bool) -> list[float]:
-    """SDXL's size conditioning: 6 values for the base model, 5 (with the aesthetic score) for the refiner."""
+def sdxl_time_ids(unet_config: Any, extras: dict, pooled_dim: int, latent_hw, negative: bool) -> list[float]:
+    """SDXL's size conditioning, diffusers' `added_cond_kwargs["time_ids"]` (the UNet computes the 256-dim
+    sinusoidal embeddings itself): 6 values for the base model, 5 (with the aesthetic score) for the refiner."""
     count = (unet_config.projection_class_embeddings_input_dim - pooled_dim) // unet_config.addition_time_embed_dim
     height = extras.get("height", latent_hw[0] * 8)
     width = extras.get("width", latent_hw[1] * 8)
@@ -213,7 +214,7 @@ def prepare_conditioning(
             pooled = extras.get("pooled_output")
             if pooled is None:
                 raise ValueError("SDXL UNets need a pooled_output in the conditioning")
-            time_ids = _time_ids(unet_config, extras, pooled.shape[-1], latent_hw, negative)
+            time_ids = sdxl_time_ids(unet_config, extras, pooled.shape[-1], latent_hw, negative)
             item.text_embeds = repeat_to_batch_size(pooled.to(torch.float32).cpu().reshape(-1, pooled.shape[-1]), batch_size)
             item.time_ids = torch.tensor([time_ids], dtype=torch.float32).repeat(batch_size, 1)
         item.concat = _concat(unet_config, extras, batch_size, tuple(latent_hw), latent_scale, latent_image, noise_mask)

@@ -22,8 +22,6 @@ Public API:
 * `with_last_layer(n)` — CLIPSetLastLayer: a clone sharing the weights that reads hidden layer `n` (−24 … −1) of
   every encoder; `n` beyond an encoder's depth falls back to its final output.
 * `tokenize(text)`, `encode_tokens(tokens)` — the two halves of `encode`, for callers that edit tokens.
-* `sdxl_add_time_ids(...)`, `sdxl_refiner_add_time_ids(...)` — SDXL size conditioning as diffusers' UNet takes
-  it (`added_cond_kwargs["time_ids"]`); the UNet computes the 256-dim sinusoidal embeddings itself.
 
 Encoding rules (§6.10.3–6): the chunks of one encoder, plus one empty sequence `[start, end, pad …]` when any
 weight is ≠ 1, run as one batch with only the causal attention mask. A weighted token becomes
@@ -104,7 +102,7 @@ class TextEncoder:
         return self.encode_tokens(self.tokenize(text))
 
     def encode_sdxl(self, text_g: str, text_l: str) -> TextEncoding:
-        """CLIPTextEncodeSDXL's encoding (the size fields go to `sdxl_add_time_ids`)."""
+        """CLIPTextEncodeSDXL's encoding (the size fields go to `denoiser.sdxl_time_ids`)."""
         if set(self.tokenizers) != {"l", "g"}:
             raise ValueError(f"encode_sdxl needs an SDXL text encoder, this one is {self.family.name}")
         return self.encode_tokens(self.tokenize_sdxl(text_g, text_l))
@@ -179,34 +177,3 @@ def _apply_weights(z: torch.Tensor, z_empty: torch.Tensor, chunks: Sequence[Toke
     weights = torch.tensor([chunk.weights for chunk in chunks], dtype=z.dtype, device=z.device).unsqueeze(-1)
     interpolated = (z - z_empty) * weights + z_empty
     return torch.where(weights != 1.0, interpolated, z)
-
-
-def sdxl_add_time_ids(
-    width: int,
-    height: int,
-    crop_w: int = 0,
-    crop_h: int = 0,
-    target_width: int | None = None,
-    target_height: int | None = None,
-) -> torch.Tensor:
-    """SDXL size conditioning `[[height, width, crop_h, crop_w, target_height, target_width]]`, float32 [1, 6].
-
-    This is diffusers' `add_time_ids` (original_size + crops_coords_top_left + target_size) and the order of
-    the six 256-dim embeddings in ComfyUI's `y` (§6.3). `crop_h`/`crop_w` are the top/left crop offsets. When a
-    conditioning has no size fields (plain CLIPTextEncode), pass the sampled image size, 8 × the latent size;
-    the targets default to width/height.
-    """
-    target_width = width if target_width is None else target_width
-    target_height = height if target_height is None else target_height
-    values = [height, width, crop_h, crop_w, target_height, target_width]
-    return torch.tensor([values], dtype=torch.float32)
-
-
-def sdxl_refiner_add_time_ids(
-    width: int, height: int, crop_w: int = 0, crop_h: int = 0, aesthetic_score: float = 6.0
-) -> torch.Tensor:
-    """SDXL refiner size conditioning `[[height, width, crop_h, crop_w, aesthetic_score]]`, float32 [1, 5].
-
-    ComfyUI's CLIPTextEncodeSDXLRefiner defaults the score to 6.0; negative prompts conventionally use 2.5.
-    """
-    return torch.tensor([[height, width, crop_h, crop_w, aesthetic_score]], dtype=torch.float32)

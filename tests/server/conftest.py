@@ -1,9 +1,7 @@
-"""Fixtures for the server tests: an app on a temporary data folder with the stub nodes, websocket helpers, and a
-real TCP server on 127.0.0.1 in a background thread (for third-party clients)."""
+"""Fixtures for the server tests: an app on a temporary data folder with the stub nodes, and websocket helpers."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -16,7 +14,7 @@ from tests.executor import stub_nodes
 from tests.server import server_nodes
 
 
-def test_registry() -> Registry:
+def stub_registry() -> Registry:
     reg = Registry()
     reg.add_module(stub_nodes)
     reg.add_module(server_nodes)
@@ -25,7 +23,7 @@ def test_registry() -> Registry:
 
 @pytest.fixture
 def registry() -> Registry:
-    return test_registry()
+    return stub_registry()
 
 
 @pytest.fixture
@@ -117,38 +115,3 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
-class ThreadedServer:
-    """A real aiohttp server on 127.0.0.1 (ephemeral port) with its own loop in a daemon thread."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.port = 0
-        self.runner: web.AppRunner | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.app, access_log=None)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(self.runner.cleanup())
-        self.loop.close()
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        assert self.ready.wait(30), "server did not start"
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"

@@ -15,11 +15,11 @@ from aiohttp import web
 
 from server.app import create_app
 from server.config import ServerConfig
-from tests.server.conftest import test_registry
+from tests.server.conftest import stub_registry
 
 
 async def main(data_dir: str) -> None:
-    app = create_app(ServerConfig(data_dir=data_dir, shutdown_grace=0.2), test_registry())
+    app = create_app(ServerConfig(data_dir=data_dir, shutdown_grace=0.2), stub_registry())
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

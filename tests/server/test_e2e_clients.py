@@ -26,9 +26,9 @@ from nodes.api import Environment
 from nodes.builtin import builtin_registry
 from nodes.paths import DataPaths
 from server.app import create_app
+from server.background import BackgroundServer
 from server.config import ServerConfig
 from tests.server import server_nodes
-from tests.server.conftest import ThreadedServer
 
 TXT2IMG = Path(__file__).resolve().parents[2] / "workflows" / "txt2img.json"
 SD_NODES = ("CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage")
@@ -61,7 +61,7 @@ def server(tmp_path_factory, registry):
     data = tmp_path_factory.mktemp("e2e") / "data"
     write_demo_checkpoint(data)
     config = ServerConfig(data_dir=data, shutdown_grace=0.5)
-    with ThreadedServer(create_app(config, registry)) as running:
+    with BackgroundServer(create_app(config, registry)) as running:
         yield running
 
 

@@ -8,12 +8,10 @@ under test-artifacts/web/<test>.png.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import shutil
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -51,47 +49,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-class ServerThread:
-    """The aiohttp app on 127.0.0.1:<free port>, with its own event loop in a daemon thread."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        self.port: int | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="editor-test-server", daemon=True)
-
-    def _run(self) -> None:
-        from aiohttp import web
-
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.runner = web.AppRunner(self.app, access_log=None)
-            self.loop.run_until_complete(self.runner.setup())
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]
-        except BaseException as exc:  # surfaced by start()
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self.loop.run_forever()
-
-    def start(self) -> str:
-        self._thread.start()
-        self._ready.wait(60)
-        if self._error is not None:
-            raise self._error
-        return f"http://127.0.0.1:{self.port}/"
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(30)
-
-
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("editor-data")
@@ -102,6 +59,7 @@ def server_url(data_dir) -> str:
     from nodes.builtin import full_registry
     from nodes.paths import DataPaths
     from server.app import create_app
+    from server.background import BackgroundServer
     from server.config import ServerConfig
     from tests.executor import stub_nodes
 
@@ -110,10 +68,8 @@ def server_url(data_dir) -> str:
     registry, plugins = full_registry(DataPaths(data_dir), entry_points=False)
     registry.add_module(stub_nodes)
     app = create_app(ServerConfig(data_dir=data_dir, port=0, preview=True), registry, plugins)
-    server = ServerThread(app)
-    url = server.start()
-    yield url
-    server.stop()
+    with BackgroundServer(app) as server:
+        yield server.url + "/"
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -77,17 +76,6 @@ class GaussianDenoiser:
     def exact(self, x0: torch.Tensor, sigma_from: float, sigma_to: float) -> torch.Tensor:
         factor = ((self.s**2 + sigma_to**2) / (self.s**2 + sigma_from**2)) ** 0.5
         return self.mu + factor * (x0 - self.mu)
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """Tiny models run faster on one thread than fighting over two shared cores; restore the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def nonlinear_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -21,13 +21,10 @@ from nodes.sd.denoiser import (
     prepare_mask,
 )
 from nodes.sd.schedules import sd_schedule
-from tests.nodes.sd._sampling_helpers import TINY_SDXL_EXTRA, conditioning, one_torch_thread, tiny_unet
+from tests.nodes.sd._sampling_helpers import TINY_SDXL_EXTRA, conditioning, tiny_unet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,14 @@ from diffusers import EulerDiscreteScheduler
 from nodes.sd.ksampler import sample, sampling_sigmas
 from nodes.sd.noise import MAX_SEED, prepare_noise
 from nodes.sd.schedules import calculate_sigmas, sd_schedule
-from tests.nodes.sd._sampling_helpers import conditioning, one_torch_thread, tiny_unet
+from tests.nodes.sd._sampling_helpers import conditioning, tiny_unet
 
 SCALE = 0.18215
 TRAIN_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -34,24 +34,18 @@ from tests.nodes.sd._sampling_helpers import (
     ConstantDenoiser,
     GaussianDenoiser,
     nonlinear_denoiser,
-    one_torch_thread,
 )
 
 SHAPE = (2, 4, 8, 8)
 DETERMINISTIC = ["euler", "heun", "dpm_2", "lms", "dpmpp_2m", "ddim", "uni_pc", "uni_pc_bh2"]
 STOCHASTIC = [name for name in SAMPLER_NAMES if name not in DETERMINISTIC]
 pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
     pytest.mark.filterwarnings("ignore:The `scale_model_input` function"),
     pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
     pytest.mark.filterwarnings("ignore:Should have tb<=t1"),  # diffusers' own Brownian tree, see brownian.py
 ]
 TRAIN_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 def start(sigma0: float, seed: int = 0) -> torch.Tensor:

@@ -6,6 +6,7 @@ bug, not rounding.
 """
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +14,8 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from tests.nodes.sd._text_helpers import G_PROJECTION, G_WIDTH, H_WIDTH, L_WIDTH, run_model, tiny_clip_g, tiny_clip_h, tiny_clip_l
 
 from nodes.sd.families import family_spec
-from nodes.sd.text_encoder import TextEncoder, sdxl_add_time_ids, sdxl_refiner_add_time_ids
+from nodes.sd.denoiser import sdxl_time_ids
+from nodes.sd.text_encoder import TextEncoder
 from nodes.sd.tokenizer import PAD_WITH_END, PAD_WITH_ZERO, PromptTokenizer
 
 
@@ -205,11 +207,20 @@ def test_family_table():
     assert [spec.pad_token_id for spec in sdxl] == [49407, 0]
 
 
+def time_ids_config(count: int):
+    """A UNet config with `count` 256-dim size embeddings beside a 1280-dim pooled vector."""
+    return SimpleNamespace(projection_class_embeddings_input_dim=1280 + count * 256, addition_time_embed_dim=256)
+
+
 def test_sdxl_time_ids():
-    assert sdxl_add_time_ids(1024, 768).tolist() == [[768, 1024, 0, 0, 768, 1024]]
-    ids = sdxl_add_time_ids(width=832, height=1216, crop_w=16, crop_h=32, target_width=1024, target_height=1024)
-    assert ids.tolist() == [[1216, 832, 32, 16, 1024, 1024]] and ids.dtype == torch.float32
-    assert sdxl_refiner_add_time_ids(1024, 768, aesthetic_score=2.5).tolist() == [[768, 1024, 0, 0, 2.5]]
+    base, refiner = time_ids_config(6), time_ids_config(5)
+    assert sdxl_time_ids(base, {}, 1280, (96, 128), False) == [768, 1024, 0, 0, 768, 1024]  # 8 × the latent size
+    sized = {"width": 832, "height": 1216, "crop_w": 16, "crop_h": 32, "target_width": 1024, "target_height": 1024}
+    assert sdxl_time_ids(base, sized, 1280, (96, 128), False) == [1216, 832, 32, 16, 1024, 1024]
+    assert sdxl_time_ids(refiner, {}, 1280, (96, 128), False) == [768, 1024, 0, 0, 6.0]
+    assert sdxl_time_ids(refiner, {}, 1280, (96, 128), True) == [768, 1024, 0, 0, 2.5]
+    with pytest.raises(ValueError, match="SDXL base from refiner"):
+        sdxl_time_ids(time_ids_config(4), {}, 1280, (96, 128), False)
 
 
 # --- parity with diffusers -----------------------------------------------------------------------------------
@@ -285,8 +296,9 @@ def test_sdxl_matches_diffusers_encode_prompt_and_time_ids(sdxl, clip_l, clip_g)
     assert torch.equal(ours.cond, embeds) and torch.equal(ours.pooled, pooled)
 
     theirs = pipe._get_add_time_ids((1216, 832), (32, 16), (1024, 1024), torch.float32, G_PROJECTION)
-    assert torch.equal(sdxl_add_time_ids(832, 1216, crop_w=16, crop_h=32, target_width=1024, target_height=1024),
-                       theirs)
+    sized = {"width": 832, "height": 1216, "crop_w": 16, "crop_h": 32, "target_width": 1024, "target_height": 1024}
+    ours = sdxl_time_ids(unet.config, sized, G_PROJECTION, (8, 8), False)
+    assert torch.equal(torch.tensor([ours], dtype=torch.float32), theirs)
     # The UNet turns each of the six values into the reference's 256-dim [cos(t·f), sin(t·f)],
     # f_i = exp(−ln(10000)·i/128) (§6.3), so passing time ids is all the size conditioning needs.
     t = theirs.flatten().double()

@@ -67,6 +67,15 @@ class Progress(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ProgressState(Event):
+    """Every node of the prompt that is no longer pending, with its progress (see `executor.progress`)."""
+
+    type: ClassVar[str] = "progress_state"
+    prompt_id: str
+    nodes: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class Preview(Event):
     """A live preview image (a PIL image) of the running node; sent as a binary frame."""
 

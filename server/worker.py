@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from executor.events import Event, ExecutionError, ExecutionStart
+from executor.progress import ProgressStates
 from executor.queue import HistoryEntry, QueueItem, QueueStore
 from executor.run import Executor, RunResult
 from executor.validate import ValidationReport, validate
@@ -117,6 +118,7 @@ class Worker:
         self._task: asyncio.Task | None = None
         self._thread = ExecutorThread()
         self._loop = asyncio.get_running_loop()
+        self._progress = ProgressStates()
         self._unsubscribe = executor.subscribe(self._on_event)
 
     # --- control (loop thread) ---------------------------------------------------------------------------------
@@ -243,8 +245,14 @@ class Worker:
             jpeg = encode_preview(getattr(event, "image", None), self.preview_size)
             if jpeg is None:
                 return
+        wanted = client_id in self.hub.clients if client_id is not None else bool(self.hub.clients)
+        before, after = self._progress.on(event, wanted)
         try:
+            for state in before:
+                self._loop.call_soon_threadsafe(self.hub.publish, state, client_id)
             self._loop.call_soon_threadsafe(self.hub.publish, event, client_id, jpeg)
+            for state in after:
+                self._loop.call_soon_threadsafe(self.hub.publish, state, client_id)
         except RuntimeError:
             pass  # the loop is closed: nobody is listening any more
 

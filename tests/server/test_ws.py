@@ -22,6 +22,14 @@ def status(n, sid=None):
     return {"type": "status", "data": data}
 
 
+def compact(message):
+    """(type, data without timestamp); a progress_state as {node: (state, value, max)}."""
+    data = {k: v for k, v in message["data"].items() if k != "timestamp"}
+    if message["type"] == "progress_state":
+        data = {nid: (e["state"], e["value"], e["max"]) for nid, e in data["nodes"].items()}
+    return message["type"], data
+
+
 async def connect(client, sid=None, **query):
     if sid is not None:
         query["clientId"] = sid
@@ -47,16 +55,22 @@ async def test_success_sequence(client):
     messages = await until_done(ws, pid)
     # the history entry exists by the time the "done" signal arrives
     assert (await (await client.get(f"/history/{pid}")).json())[pid]["status"]["completed"]
-    strip = [(m["type"], {k: v for k, v in m["data"].items() if k != "timestamp"}) for m in messages]
-    assert strip == [
+    running, finished = ("running", 0, 1), ("finished", 1, 1)
+    assert [compact(m) for m in messages] == [
         ("status", {"status": {"exec_info": {"queue_remaining": 1}}}),  # queued
         ("status", {"status": {"exec_info": {"queue_remaining": 1}}}),  # taken by the worker
         ("execution_start", {"prompt_id": pid}),
         ("execution_cached", {"nodes": [], "prompt_id": pid}),
+        ("progress_state", {"1": running}),
         ("executing", {"node": "1", "display_node": "1", "prompt_id": pid}),
+        ("progress_state", {"1": finished}),
+        ("progress_state", {"1": finished, "2": running}),
         ("executing", {"node": "2", "display_node": "2", "prompt_id": pid}),
+        ("progress_state", {"1": finished, "2": finished}),
+        ("progress_state", {"1": finished, "2": finished, "3": running}),
         ("executing", {"node": "3", "display_node": "3", "prompt_id": pid}),
         ("executed", {"node": "3", "display_node": "3", "output": {"text": ["6.0"]}, "prompt_id": pid}),
+        ("progress_state", {"1": finished, "2": finished, "3": finished}),
         ("execution_success", {"prompt_id": pid}),
         ("status", {"status": {"exec_info": {"queue_remaining": 0}}}),
         ("executing", {"node": None, "prompt_id": pid}),
@@ -70,10 +84,11 @@ async def test_cache_hit_sequence(client):
     pid = (await queue(client, chain(), client_id="c1"))["prompt_id"]
     messages = await until_done(ws, pid)
     kinds = [m["type"] for m in messages]
-    assert kinds == ["status", "status", "execution_start", "execution_cached", "executed", "execution_success",
-                     "status", "executing"]
+    assert kinds == ["status", "status", "execution_start", "execution_cached", "progress_state", "executed",
+                     "execution_success", "status", "executing"]
     assert set(messages[3]["data"]["nodes"]) == {"1", "2", "3"}
-    assert messages[4]["data"] == {"node": "3", "display_node": "3", "output": {"text": ["6.0"]}, "prompt_id": pid}
+    assert compact(messages[4])[1] == {nid: ("finished", 1, 1) for nid in ("1", "2", "3")}
+    assert messages[5]["data"] == {"node": "3", "display_node": "3", "output": {"text": ["6.0"]}, "prompt_id": pid}
     await ws.close()
 
 
@@ -85,9 +100,11 @@ async def test_node_error_sequence(client):
     pid = (await queue(client, wf, client_id="c1"))["prompt_id"]
     messages = await until_done(ws, pid)
     kinds = [m["type"] for m in messages]
-    assert kinds == ["status", "status", "execution_start", "execution_cached", "executing", "executing",
-                     "execution_error", "status", "executing"]
-    error = messages[6]["data"]
+    assert kinds == ["status", "status", "execution_start", "execution_cached", "progress_state", "executing",
+                     "progress_state", "progress_state", "executing", "progress_state", "execution_error", "status",
+                     "executing"]
+    assert compact(messages[9])[1] == {"1": ("finished", 1, 1), "2": ("error", 0, 1)}
+    error = messages[10]["data"]
     assert set(error) == {"prompt_id", "node_id", "node_type", "executed", "exception_message", "exception_type",
                           "traceback", "current_inputs", "current_outputs", "timestamp"}
     assert (error["node_id"], error["node_type"], error["exception_message"], error["exception_type"]) == (
@@ -122,21 +139,30 @@ async def test_progress_and_targeting(client):
     messages = await until_done(mine, pid)
     progress = [m["data"] for m in messages if m["type"] == "progress"]
     assert progress == [{"value": i, "max": 3, "prompt_id": pid, "node": "2"} for i in (1, 2, 3)]
+    # each step is followed by the node's progress state
+    states = [compact(m)[1]["2"] for m in messages if m["type"] == "progress_state" and "2" in m["data"]["nodes"]]
+    assert states == [("running", 0, 1), ("running", 1, 3), ("running", 2, 3), ("running", 3, 3),
+                      ("finished", 3, 3), ("finished", 3, 3), ("finished", 3, 3)]
+    entry = next(m for m in messages if m["type"] == "progress_state")["data"]["nodes"]["1"]
+    assert entry == {"value": 0, "max": 1, "state": "running", "node_id": "1", "prompt_id": pid,
+                     "display_node_id": "1", "parent_node_id": None, "real_node_id": "1"}
     # the other socket saw only the broadcast status messages
     seen = []
     while len(seen) < 3:
         seen.append(await other.receive_json(timeout=5))
     assert [m["type"] for m in seen] == ["status", "status", "status"]
 
-    # without a client_id: progress is broadcast, the prompt's other events are not sent
+    # without a client_id: progress and progress states are broadcast, the prompt's other events are not sent
     wf["2"]["inputs"]["steps"] = 2
     anon = (await queue(client, wf))["prompt_id"]
     await wait_history(client, anon)
     for ws in (mine, other):
         got = []
-        while len(got) < 5:
+        while not got or got[-1]["type"] != "status" or len(got) < 3:
             got.append(await ws.receive_json(timeout=5))
-        assert [m["type"] for m in got] == ["status", "status", "progress", "progress", "status"]
+        kinds = [m["type"] for m in got if m["type"] != "progress_state"]
+        assert kinds == ["status", "status", "progress", "progress", "status"]
+        assert all(m["data"]["prompt_id"] == anon for m in got if m["type"] == "progress_state")
     await mine.close()
     await other.close()
 
@@ -149,7 +175,7 @@ async def test_anonymous_interrupt_is_broadcast(client):
     kinds = []
     while "execution_interrupted" not in kinds:
         kinds.append((await ws.receive_json(timeout=5))["type"])
-    assert kinds == ["status", "status", "execution_interrupted"]
+    assert [kind for kind in kinds if kind != "progress_state"] == ["status", "status", "execution_interrupted"]
     await ws.close()
 
 

@@ -49,12 +49,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("editor-data")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server_url(data_dir) -> str:
     from nodes.builtin import full_registry
     from nodes.paths import DataPaths
@@ -72,7 +72,7 @@ def server_url(data_dir) -> str:
         yield server.url + "/"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # closed with the browser tests: Playwright's loop would block later async tests
 def browser():
     from playwright.sync_api import sync_playwright
 

@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--preview-size", type=int, default=512, help="largest preview side in pixels (default 512)")
     serve.add_argument("--interrupted-prompts", choices=("requeue", "fail"), default="requeue",
                        help="what a start does with a prompt that was running when the server died (default requeue)")
+    serve.add_argument("--enable-cors-header", nargs="?", const="*", default=None, metavar="ORIGIN",
+                       help="send CORS headers allowing ORIGIN (default *) instead of refusing other origins")
+    serve.add_argument("--enable-compress-response-body", action="store_true",
+                       help="gzip JSON and text responses for clients that accept it")
     serve.add_argument("--demo-if-empty", action="store_true",
                        help="write the tiny demo checkpoint when models/checkpoints has none")
     run = sub.add_parser("run", help="run a workflow headless and write its outputs")

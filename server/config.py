@@ -61,6 +61,8 @@ class ServerConfig:
     wipe_temp: bool = True  # ComfyUI empties temp/ at start (previews written by PreviewImage)
     allow_pickle: bool = False  # loaders may unpickle .ckpt/.pt model files (--allow-pickle)
     plugins: bool = True  # load custom_nodes/ and installed entry-point plugins (--disable-plugins: none)
+    cors_origin: str | None = None  # --enable-cors-header [ORIGIN]: CORS headers instead of the origin check
+    compress: bool = False  # --enable-compress-response-body: gzip JSON and text responses
 
     @property
     def loopback_only(self) -> bool:
@@ -88,4 +90,6 @@ class ServerConfig:
             preview_size=int(getattr(args, "preview_size", 512)),
             plugins=not getattr(args, "disable_plugins", False),
             allow_pickle=bool(getattr(args, "allow_pickle", False)),
+            cors_origin=getattr(args, "enable_cors_header", None),
+            compress=bool(getattr(args, "enable_compress_response_body", False)),
         )

@@ -1,4 +1,5 @@
-"""Middlewares: errors as JSON, and who may talk to the server (see server.config for the policy).
+"""Middlewares: errors as JSON, who may talk to the server (see server.config for the policy), and optional
+response compression.
 
 `errors` (outermost): an `ApiError` becomes ComfyUI's error envelope; a body over the size limit becomes 413 (also
 answered up front from `Content-Length`, before anything is read); anything unexpected is logged and answered
@@ -8,10 +9,16 @@ answered up front from `Content-Length`, before anything is read); anything unex
 1. Host: a loopback-only server without a token answers only requests addressed to a loopback name or address
    (a DNS-rebinding page reaches 127.0.0.1 under its own host name). 403.
 2. Origin: when the Host is a loopback name, a browser request whose `Origin` is another host:port is refused
-   (ComfyUI's anti-CSRF rule; `Origin: null` counts as another site). 403.
-3. Token: when one is configured, every route except the public ones (the editor's files, the API document)
+   (ComfyUI's anti-CSRF rule; `Origin: null` counts as another site). 403. With `--enable-cors-header [ORIGIN]`
+   (ComfyUI's flag; `*` when no origin is given) this check is replaced by CORS headers on every response —
+   errors included, so a page can read why it was refused — as ComfyUI does.
+3. `OPTIONS` is answered 200 with an empty body (ComfyUI's behaviour), before the token check: a CORS preflight
+   never carries credentials.
+4. Token: when one is configured, every route except the public ones (the editor's files, the API document)
    needs `Authorization: Bearer <token>` or `?token=<token>`, compared in constant time. 401.
-4. `OPTIONS` is answered 200 with an empty body (ComfyUI's behaviour).
+
+`compress` (with `--enable-compress-response-body`): JSON and text responses are gzip-encoded for clients that
+accept it; files, images and websockets are left alone.
 """
 from __future__ import annotations
 
@@ -26,6 +33,10 @@ from server.config import ServerConfig, is_loopback_host
 
 log = logging.getLogger(__name__)
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+CORS_HEADERS = {"Access-Control-Allow-Methods": "POST, GET, DELETE, PUT, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type, Authorization",
+                "Access-Control-Allow-Credentials": "true"}
+COMPRESSIBLE = ("application/json", "text/")
 
 
 def split_host(host: str, scheme: str) -> tuple[str, int | None]:
@@ -64,6 +75,27 @@ def token_of(request: web.Request) -> str | None:
 def make_middlewares(config: ServerConfig) -> list:
     token = config.auth_token
     enforce_host = config.loopback_only and token is None
+    cors = {"Access-Control-Allow-Origin": config.cors_origin, **CORS_HEADERS} if config.cors_origin else None
+
+    @web.middleware
+    async def cors_headers(request: web.Request, handler):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.update(cors)
+            raise
+        if not response.prepared:  # a websocket or a streamed file has sent its headers already
+            response.headers.update(cors)
+        return response
+
+    @web.middleware
+    async def compress(request: web.Request, handler):
+        response = await handler(request)
+        if (type(response) is web.Response and not response.prepared
+                and response.content_type.startswith(COMPRESSIBLE)
+                and "gzip" in request.headers.get("Accept-Encoding", "").lower()):
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
 
     @web.middleware
     async def errors(request: web.Request, handler):
@@ -90,8 +122,11 @@ def make_middlewares(config: ServerConfig) -> list:
             raise ApiError(403, "forbidden_host", "Forbidden",
                            "this server answers only requests addressed to localhost or a loopback address")
         origin = request.headers.get("Origin")
-        if origin is not None and is_loopback_host(name) and not origin_matches(origin, host, request.scheme):
+        if (cors is None and origin is not None and is_loopback_host(name)
+                and not origin_matches(origin, host, request.scheme)):
             raise ApiError(403, "forbidden_origin", "Forbidden", "cross-origin requests are refused")
+        if request.method == "OPTIONS":
+            return web.Response(status=200)
         if token is not None and not _public(request):
             given = token_of(request)
             if given is None or not hmac.compare_digest(given.encode(), token.encode()):
@@ -99,11 +134,9 @@ def make_middlewares(config: ServerConfig) -> list:
                                     "send Authorization: Bearer <token> (or ?token= for websockets)").response()
                 response.headers["WWW-Authenticate"] = "Bearer"
                 return response
-        if request.method == "OPTIONS":
-            return web.Response(status=200)
         return await handler(request)
 
-    return [errors, access]
+    return [*([cors_headers] if cors else []), errors, access, *([compress] if config.compress else [])]
 
 
 def too_large(limit: int) -> web.Response:

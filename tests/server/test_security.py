@@ -58,6 +58,59 @@ async def test_options_answered_empty(client):
     assert resp.status == 200 and await resp.read() == b""
 
 
+async def test_cors_flag_replaces_the_origin_check(make_client):
+    client = await make_client(cors_origin="*")
+    resp = await client.post("/prompt", json={"prompt": chain()}, headers={"Origin": "http://evil.example"})
+    assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert resp.headers["Access-Control-Allow-Methods"] == "POST, GET, DELETE, PUT, OPTIONS"
+    assert resp.headers["Access-Control-Allow-Headers"] == "Content-Type, Authorization"
+    assert resp.headers["Access-Control-Allow-Credentials"] == "true"
+    missing = await client.get("/no/such/route", headers={"Origin": "http://evil.example"})
+    assert missing.status == 404 and missing.headers["Access-Control-Allow-Origin"] == "*"
+    # the DNS-rebinding check stays
+    assert (await client.get("/queue", headers={"Host": "evil.example"})).status == 403
+
+
+async def test_cors_with_a_token_answers_preflights_and_shows_refusals(make_client):
+    client = await make_client(cors_origin="https://app.example", auth_token="s3cret")
+    origin = {"Origin": "https://app.example"}
+    preflight = await client.options("/prompt", headers={**origin, "Access-Control-Request-Method": "POST"})
+    assert preflight.status == 200 and preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    refused = await client.get("/queue", headers=origin)
+    assert refused.status == 401 and refused.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert (await client.get("/queue", headers={**origin, "Authorization": "Bearer s3cret"})).status == 200
+
+
+async def test_without_the_flag_there_are_no_cors_headers(client):
+    resp = await client.get("/queue")
+    assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_compression_flag_gzips_json_only(make_client):
+    plain = await make_client()
+    resp = await plain.get("/object_info", headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in resp.headers
+    expected = await resp.json()
+    client = await make_client(compress=True)
+    resp = await client.get("/object_info", headers={"Accept-Encoding": "gzip"})
+    assert resp.headers["Content-Encoding"] == "gzip" and await resp.json() == expected  # aiohttp inflates it
+    resp = await client.get("/object_info", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in resp.headers and await resp.json() == expected
+    page = await client.get("/", headers={"Accept-Encoding": "gzip"})  # a file: left alone
+    assert page.status == 200 and "Content-Encoding" not in page.headers
+
+
+def test_flags_reach_the_config():
+    from main import build_parser
+
+    args = build_parser().parse_args(["serve", "--enable-cors-header", "--enable-compress-response-body"])
+    config = ServerConfig.from_args(args)
+    assert config.cors_origin == "*" and config.compress
+    args = build_parser().parse_args(["serve", "--enable-cors-header", "http://a.example"])
+    assert ServerConfig.from_args(args).cors_origin == "http://a.example"
+    assert ServerConfig.from_args(build_parser().parse_args(["serve"])).cors_origin is None
+
+
 async def test_token_required_when_configured(make_client):
     client = await make_client(auth_token="s3cret")
     for headers, params in (({}, {}), ({"Authorization": "Bearer wrong"}, {}), ({}, {"token": "s3cre"}),

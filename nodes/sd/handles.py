@@ -4,6 +4,10 @@ A handle wraps loaded modules (kept in RAM) with the facts needed to use them an
 manager, which moves a module to the compute device while it is used. Handles are cheap to clone (CLIPSetLastLayer
 returns a new CLIP sharing the weights). The executor's output cache holds handles by reference; the model manager
 owns device memory.
+
+Modules are shared by every handle made from them and never changed by one: a LoRA'd handle carries its weight
+patches in its `manager`, a `PatchedManager` view whose `use(module)` applies them (nodes/sd/devices.py), so
+always reach a handle's modules through `handle.manager.use(module)`.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from nodes.api import Environment
 from nodes.sd import vae as vae_ops
-from nodes.sd.devices import ModelManager
+from nodes.sd.devices import ModelManager, PatchedManager
 from nodes.sd.families import ModelFamily
 from nodes.sd.text_encoder import TextEncoder, TextEncoding
 
@@ -43,7 +47,7 @@ class ModelHandle:
 
     unet: UNet2DConditionModel
     family: ModelFamily
-    manager: ModelManager = field(repr=False)
+    manager: ModelManager | PatchedManager = field(repr=False)
     source: str = ""
 
 
@@ -52,7 +56,7 @@ class ClipHandle:
     """CLIP: the text encoder(s) of a checkpoint, with the selected last layer."""
 
     encoder: TextEncoder
-    manager: ModelManager = field(repr=False)
+    manager: ModelManager | PatchedManager = field(repr=False)
     source: str = ""
 
     def with_last_layer(self, layer: int) -> "ClipHandle":

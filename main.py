@@ -12,7 +12,6 @@ data folder's custom_nodes/ and installed packages are loaded unless --disable-p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import uuid
 from pathlib import Path
@@ -26,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None, help=f"data folder (default: ${DATA_DIR_ENV} or ./data)")
     parser.add_argument("--disable-plugins", action="store_true",
                         help="load no plugins (custom_nodes/ and installed latentloom.nodes entry points)")
+    parser.add_argument("--disk-cache", type=float, default=0.0, metavar="GB",
+                        help="also keep serialisable node outputs on disk, up to GB, so they survive restarts "
+                             "(default 0: memory only)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="let loaders read pickle model files (.ckpt, .pt): only for files you trust")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,7 +139,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from executor.run import Executor
+    from executor.disk_cache import FOLDER as DISK_CACHE, output_cache
+    from executor.run import DEFAULT_CACHE_BYTES, Executor
 
     env = make_environment(args)
     loaded = load_report(args, env, args.target)
@@ -147,7 +150,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_report(report)
     if not report.ok:
         return 1
-    executor = Executor(env)
+    executor = Executor(env, output_cache(DEFAULT_CACHE_BYTES, env.paths.root / DISK_CACHE,
+                                          int(args.disk_cache * 2**30)))
     if sys.stderr.isatty():
         executor.subscribe(ProgressPrinter())
     result = executor.execute(report, prompt_id=str(uuid.uuid4()), prompt=prompt, extra_data=extra_data)

@@ -4,7 +4,8 @@ Policy, in the order a run proceeds:
 1. Reset the interrupt flag, publish `execution_start`.
 2. Plan the ancestors of the runnable outputs in topological order; compute every node's cache key from its
    constants, its parents' keys and its fingerprint (one pass, linear in the graph).
-3. Publish `execution_cached` with the nodes whose key is in the cache.
+3. Publish `execution_cached` with the nodes whose key is in the cache (memory or disk tier); entries are fetched
+   only for the nodes the run needs.
 4. Walk the plan: a cached node is reused (an output node's cached UI is re-published as `executed`); any other
    node gets `executing`, runs once per list item (ComfyUI's list mapping: shorter lists repeat their last item),
    and its outputs are cached. The interrupt flag is checked before every node and inside nodes via `Context`.
@@ -18,14 +19,18 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Container
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from nodes.api import Context, Environment, Interrupted, NodeSpec
 from executor.cache import CacheEntry, MemoryCache, estimate_nbytes, node_key
 from executor.events import (Event, Executed, Executing, ExecutionCached, ExecutionError, ExecutionInterrupted,
                              ExecutionStart, ExecutionSuccess, Preview, Progress)
 from executor.validate import ValidationReport, ValidNode
+
+if TYPE_CHECKING:
+    from executor.disk_cache import TieredCache
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 4 * 1024**3
@@ -55,7 +60,7 @@ class NodeFailed(Exception):
 
 
 class Executor:
-    def __init__(self, env: Environment, cache: MemoryCache | None = None) -> None:
+    def __init__(self, env: Environment, cache: MemoryCache | TieredCache | None = None) -> None:
         self.env = env
         self.cache = cache if cache is not None else MemoryCache(DEFAULT_CACHE_BYTES)
         self._subscribers: list[Subscriber] = []
@@ -109,8 +114,8 @@ class _Run:
         self.publish(ExecutionStart(pid), record=True)
         order = self.report.order
         keys = self.compute_keys(order)
-        hits = {nid: entry for nid in order if (entry := self.ex.cache.get(keys[nid])) is not None}
-        self.result.cached = list(hits)
+        present, hits = self.lookup(order, keys)
+        self.result.cached = [nid for nid in order if nid in present]
         self.publish(ExecutionCached(self.result.cached, pid), record=True)
         values = self.result.values
         current = ""
@@ -130,7 +135,26 @@ class _Run:
         self.publish(ExecutionSuccess(pid), record=True)
         return self.result
 
-    def required(self, order: list[str], hits: dict[str, CacheEntry]) -> list[str]:
+    def lookup(self, order: list[str], keys: dict[str, str]) -> tuple[set[str], dict[str, CacheEntry]]:
+        """The nodes whose key is cached, and the entries of those this run reuses.
+
+        Entries are fetched (from memory, or from the disk tier) only for the nodes the run needs. A key that
+        vanishes between the check and the fetch makes its node run instead, which may need more of its upstream.
+        """
+        present = {nid for nid in order if keys[nid] in self.ex.cache}
+        while True:
+            hits: dict[str, CacheEntry] = {}
+            for nid in self.required(order, present):
+                if nid in present:
+                    entry = self.ex.cache.get(keys[nid])
+                    if entry is None:
+                        present.discard(nid)
+                        break
+                    hits[nid] = entry
+            else:
+                return present, hits
+
+    def required(self, order: list[str], hits: Container[str]) -> list[str]:
         """The nodes whose values this run needs: outputs, and the inputs of every node that must run.
 
         A cached node's ancestors are not needed, so a cached result never forces re-running its upstream.

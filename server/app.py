@@ -19,8 +19,8 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from executor.cache import MemoryCache
-from executor.run import Executor
+from executor.disk_cache import FOLDER as DISK_CACHE, output_cache
+from executor.run import DEFAULT_CACHE_BYTES, Executor
 from executor.store_sqlite import DB_NAME, SqliteQueueStore
 from nodes.api import Environment
 from nodes.paths import DataPaths
@@ -81,7 +81,8 @@ async def engine(app: web.Application) -> AsyncIterator[None]:
     if recovered:
         log.warning("%d prompt(s) were running when the server last stopped: %s (%s)", len(recovered),
                     ", ".join(recovered), "re-queued" if config.interrupted_prompts == "requeue" else "failed")
-    executor = Executor(env, MemoryCache(config.cache_bytes) if config.cache_bytes else None)
+    executor = Executor(env, output_cache(config.cache_bytes or DEFAULT_CACHE_BYTES, env.paths.root / DISK_CACHE,
+                                          config.disk_cache_bytes))
     worker = Worker(store=store, registry=app[REGISTRY], env=env, executor=executor, hub=app[HUB],
                     preview=config.preview, preview_size=config.preview_size)
     app[STORE], app[EXECUTOR], app[WORKER] = store, executor, worker

@@ -57,6 +57,7 @@ class ServerConfig:
     history_max: int = HISTORY_MAX
     shutdown_grace: float = 5.0  # seconds a running prompt may take to finish on shutdown before it is re-queued
     cache_bytes: int | None = None  # the executor's memory cache budget (None: the executor's default)
+    disk_cache_bytes: int = 0  # --disk-cache GB: outputs also kept under <data>/cache/outputs (0: off)
     web_root: Path = REPO_ROOT / "web"
     wipe_temp: bool = True  # ComfyUI empties temp/ at start (previews written by PreviewImage)
     allow_pickle: bool = False  # loaders may unpickle .ckpt/.pt model files (--allow-pickle)
@@ -90,6 +91,7 @@ class ServerConfig:
             preview_size=int(getattr(args, "preview_size", 512)),
             plugins=not getattr(args, "disable_plugins", False),
             allow_pickle=bool(getattr(args, "allow_pickle", False)),
+            disk_cache_bytes=int(getattr(args, "disk_cache", 0.0) * 2**30),
             cors_origin=getattr(args, "enable_cors_header", None),
             compress=bool(getattr(args, "enable_compress_response_body", False)),
         )

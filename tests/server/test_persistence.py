@@ -217,3 +217,23 @@ def test_main_serve_refuses_exposure_without_token(tmp_path):
                              "--port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                             env={k: v for k, v in os.environ.items() if k != "LATENTLOOM_AUTH_TOKEN"})
     assert result.returncode == 2 and "needs a token" in result.stderr
+
+
+async def test_disk_cache_keeps_outputs_across_a_restart(make_client, data_dir):
+    first = await make_client(disk_cache_bytes=10**8)
+    ran = (await wait_history(first, (await queue(first, chain(7.0)))["prompt_id"]))["outputs"]
+    await first.close()
+    stub_nodes.RUNS.clear()
+    second = await make_client(disk_cache_bytes=10**8)
+    ws = await second.ws_connect("/ws", params={"clientId": "again"})
+    await ws.receive_json()
+    pid = (await queue(second, chain(7.0), client_id="again"))["prompt_id"]
+    messages = await until_done(ws, pid)
+    cached = next(m["data"]["nodes"] for m in messages if m["type"] == "execution_cached")
+    assert sorted(cached) == ["1", "2", "3"] and stub_nodes.RUNS == []
+    assert (await wait_history(second, pid))["outputs"] == ran
+    await ws.close()
+    await second.close()
+    third = await make_client()  # without the flag: memory only, so it runs again
+    await wait_history(third, (await queue(third, chain(7.0)))["prompt_id"])
+    assert len(stub_nodes.RUNS) == 3

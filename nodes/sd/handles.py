@@ -20,6 +20,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from nodes.api import Environment
 from nodes.sd import vae as vae_ops
 from nodes.sd.devices import ModelManager, PatchedManager
+from nodes.sd.embeddings import EmbeddingLibrary
 from nodes.sd.families import ModelFamily
 from nodes.sd.text_encoder import TextEncoder, TextEncoding
 
@@ -69,14 +70,15 @@ class ClipHandle:
         return stack
 
     @torch.inference_mode()
-    def encode(self, text: str) -> TextEncoding:
+    def encode(self, text: str, embeddings: EmbeddingLibrary | None = None) -> TextEncoding:
+        """`embeddings` resolves the prompt's `embedding:NAME` words (None: they stay text)."""
         with self._resident():
-            return self.encoder.encode(text)
+            return self.encoder.encode(text, embeddings)
 
     @torch.inference_mode()
-    def encode_sdxl(self, text_g: str, text_l: str) -> TextEncoding:
+    def encode_sdxl(self, text_g: str, text_l: str, embeddings: EmbeddingLibrary | None = None) -> TextEncoding:
         with self._resident():
-            return self.encoder.encode_sdxl(text_g, text_l)
+            return self.encoder.encode_sdxl(text_g, text_l, embeddings)
 
 
 @dataclass(frozen=True)

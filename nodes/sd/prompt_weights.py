@@ -13,11 +13,18 @@ Rules (reference §6.10.1), applied by `parse_prompt_weights`:
   stays plain text. Empty text gives no segments; `()` gives nothing.
 * Segments are not merged: `a (b) c` is three segments, and the tokenizer tokenizes each one on its own.
 
-The public function is `parse_prompt_weights(text) -> list[WeightedSegment]`.
+Textual-inversion references (§6.10.2) are found inside each segment afterwards: `split_embedding_words(text)`
+cuts a segment before every `embedding:` that starts the segment or follows a space or a newline (that one
+separator is dropped), so `(embedding:foo:1.2)` is a segment `embedding:foo` of weight 1.2. A piece that starts
+with `EMBEDDING_PREFIX` holds the name and the text after it; `nodes.sd.embeddings` reads the name.
+
+The public functions are `parse_prompt_weights(text) -> list[WeightedSegment]` and
+`split_embedding_words(text) -> list[str]`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 # Escaped parentheses are swapped for private-use code points while parsing so that the structural scan and the
@@ -27,6 +34,10 @@ _ESCAPED_CLOSE = "\ue001"
 
 #: Weight factor of one level of plain `( … )`.
 GROUP_FACTOR = 1.1
+
+#: What introduces a textual-inversion embedding in a prompt (ComfyUI's syntax).
+EMBEDDING_PREFIX = "embedding:"
+_EMBEDDING_CUT = re.compile(f"[ \n](?={EMBEDDING_PREFIX})")
 
 
 class WeightedSegment(NamedTuple):
@@ -96,3 +107,12 @@ def _group_weight(inner: str, outer: float) -> tuple[str, float]:
 
 def _unescape(text: str) -> str:
     return text.replace(_ESCAPED_OPEN, "(").replace(_ESCAPED_CLOSE, ")")
+
+
+def split_embedding_words(text: str) -> list[str]:
+    """Cut one segment's text into plain pieces and pieces starting with `embedding:` (empty pieces dropped).
+
+    `"a embedding:foo photo, embedding:bar"` → `["a", "embedding:foo photo,", "embedding:bar"]`: the space or
+    newline before each `embedding:` is the cut and disappears; `x,embedding:foo` is not cut (plain text).
+    """
+    return [piece for piece in _EMBEDDING_CUT.split(text) if piece]

@@ -16,12 +16,14 @@ LayerNorm, as the SD2 release code does. The sd2 pooled vector (unused by SD2 UN
 
 Public API:
 
-* `encode(text) -> TextEncoding(cond [1, 77·k, D] float32, pooled [1, P] float32)` — CLIPTextEncode.
-* `encode_sdxl(text_g, text_l)` — CLIPTextEncodeSDXL's separate texts; the shorter token list is padded with
-  empty chunks before encoding.
+* `encode(text, embeddings=None) -> TextEncoding(cond [1, 77·k, D] float32, pooled [1, P] float32)` —
+  CLIPTextEncode; `embeddings` (an `EmbeddingLibrary`) resolves `embedding:NAME` words, None leaves them text.
+* `encode_sdxl(text_g, text_l, embeddings=None)` — CLIPTextEncodeSDXL's separate texts.
 * `with_last_layer(n)` — CLIPSetLastLayer: a clone sharing the weights that reads hidden layer `n` (−24 … −1) of
   every encoder; `n` beyond an encoder's depth falls back to its final output.
-* `tokenize(text)`, `encode_tokens(tokens)` — the two halves of `encode`, for callers that edit tokens.
+* `tokenize(text, embeddings=None)`, `encode_tokens(tokens)` — the two halves of `encode`, for callers that
+  edit tokens. The encoders' token lists are brought to one chunk count with empty chunks (they differ when
+  separate texts are given, or when an embedding fits one encoder's width and not the other's).
 
 Encoding rules (§6.10.3–6): the chunks of one encoder, plus one empty sequence `[start, end, pad …]` when any
 weight is ≠ 1, run as one batch with only the causal attention mask. A weighted token becomes
@@ -29,16 +31,26 @@ weight is ≠ 1, run as one batch with only the causal attention mask. A weighte
 the pooled vector comes from the first chunk's end token in the final (LayerNormed) output, through the text
 projection where the family says so. Results are float32 on the CPU whatever the models' device and dtype
 (the sampler moves them); running fp16 weights in float32 is the device manager's job, not this module's.
+
+Embedding vectors (chunks with `vectors`): the batch's token-table rows are looked up as usual, the vectors
+(cast to the table's dtype) replace the rows at their positions, and the result is handed to the model's own
+embeddings module as `inputs_embeds` while the model runs on the same ids. transformers 5's `CLIPTextModel`
+takes only `input_ids`, but its `CLIPTextEmbeddings` takes `inputs_embeds` and adds the position embeddings to it
+as to looked-up rows; a forward pre-hook, present only during that call and only for that batch's ids, passes it
+in. Everything after — positions, causal mask, layers, final LayerNorm, hidden states — is the model's own code,
+and the pooled vector is still read at the end token. Batches without vectors take the unchanged path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, PreTrainedModel
 
+from nodes.sd.embeddings import EmbeddingLibrary
 from nodes.sd.families import ModelFamily, TextEncoderSpec, family_spec
 from nodes.sd.tokenizer import END_ID, PromptTokenizer, TokenChunk
 
@@ -85,27 +97,38 @@ class TextEncoder:
         """CLIPSetLastLayer: a clone reading hidden layer `layer` (−1 = last, −2 = "clip skip 2"); shares weights."""
         return TextEncoder(self.family, self.models, layer=layer)
 
-    def tokenize(self, text: str) -> dict[str, list[TokenChunk]]:
-        """Chunks of `text` for every encoder of the family."""
-        return {key: tokenizer.tokenize(text) for key, tokenizer in self.tokenizers.items()}
+    def tokenize(self, text: str, embeddings: EmbeddingLibrary | None = None) -> dict[str, list[TokenChunk]]:
+        """Chunks of `text` for every encoder of the family, equal chunk counts."""
+        return self._equal_counts({key: self._tokenize(key, text, embeddings) for key in self.tokenizers})
 
-    def tokenize_sdxl(self, text_g: str, text_l: str) -> dict[str, list[TokenChunk]]:
+    def tokenize_sdxl(
+        self, text_g: str, text_l: str, embeddings: EmbeddingLibrary | None = None
+    ) -> dict[str, list[TokenChunk]]:
         """CLIPTextEncodeSDXL's tokens: G from `text_g`, L from `text_l`, equal chunk counts."""
-        tokens = {"g": self.tokenizers["g"].tokenize(text_g), "l": self.tokenizers["l"].tokenize(text_l)}
+        tokens = {"g": self._tokenize("g", text_g, embeddings), "l": self._tokenize("l", text_l, embeddings)}
+        return self._equal_counts(tokens)
+
+    def _tokenize(self, key: str, text: str, embeddings: EmbeddingLibrary | None) -> list[TokenChunk]:
+        source = None
+        if embeddings is not None:
+            source = embeddings.for_encoder(key, self.models[key].get_input_embeddings().embedding_dim)
+        return self.tokenizers[key].tokenize(text, source)
+
+    def _equal_counts(self, tokens: dict[str, list[TokenChunk]]) -> dict[str, list[TokenChunk]]:
         count = max(len(chunks) for chunks in tokens.values())
         for key, chunks in tokens.items():
             chunks.extend([self.tokenizers[key].empty_chunk()] * (count - len(chunks)))
         return tokens
 
-    def encode(self, text: str) -> TextEncoding:
+    def encode(self, text: str, embeddings: EmbeddingLibrary | None = None) -> TextEncoding:
         """CLIPTextEncode: conditioning and pooled vector for a prompt in the weighting syntax."""
-        return self.encode_tokens(self.tokenize(text))
+        return self.encode_tokens(self.tokenize(text, embeddings))
 
-    def encode_sdxl(self, text_g: str, text_l: str) -> TextEncoding:
+    def encode_sdxl(self, text_g: str, text_l: str, embeddings: EmbeddingLibrary | None = None) -> TextEncoding:
         """CLIPTextEncodeSDXL's encoding (the size fields go to `denoiser.sdxl_time_ids`)."""
         if set(self.tokenizers) != {"l", "g"}:
             raise ValueError(f"encode_sdxl needs an SDXL text encoder, this one is {self.family.name}")
-        return self.encode_tokens(self.tokenize_sdxl(text_g, text_l))
+        return self.encode_tokens(self.tokenize_sdxl(text_g, text_l, embeddings))
 
     def encode_tokens(self, tokens: Mapping[str, Sequence[TokenChunk]]) -> TextEncoding:
         """Encode chunks for every encoder and join them on the feature axis (cut to the shortest)."""
@@ -130,7 +153,7 @@ def encode_chunks(
     weighted = any(chunk.is_weighted for chunk in chunks)
     batch = list(chunks) + ([PromptTokenizer(spec.pad_token_id).empty_chunk()] if weighted else [])
     ids = torch.tensor([chunk.ids for chunk in batch], dtype=torch.long, device=model.device)
-    with torch.no_grad():
+    with torch.no_grad(), _embedding_input(model, ids, batch):
         output = model(input_ids=ids, output_hidden_states=True)
         final = output.last_hidden_state  # after the final LayerNorm
         hidden = _select_layer(model, spec, layer, output.hidden_states, final)
@@ -166,10 +189,40 @@ def _select_layer(
 
 
 def _final_layer_norm(model: TextModel) -> torch.nn.Module:
-    # The LayerNorm sits at `final_layer_norm` (transformers 5 CLIPTextModel) or `text_model.final_layer_norm`
+    return _text_submodule(model, "final_layer_norm")
+
+
+def _text_submodule(model: TextModel, name: str) -> torch.nn.Module:
+    # Text-model parts sit at `<name>` (transformers 5 CLIPTextModel) or `text_model.<name>`
     # (CLIPTextModelWithProjection; transformers 4 CLIPTextModel).
     modules = dict(model.named_modules())
-    return modules["final_layer_norm"] if "final_layer_norm" in modules else modules["text_model.final_layer_norm"]
+    return modules[name] if name in modules else modules[f"text_model.{name}"]
+
+
+@contextmanager
+def _embedding_input(model: TextModel, ids: torch.Tensor, batch: Sequence[TokenChunk]) -> Iterator[None]:
+    """While the model runs on `ids`, its embeddings module gets the rows with the chunks' vectors spliced in."""
+    if not any(chunk.vectors for chunk in batch):
+        yield
+        return
+    rows = model.get_input_embeddings()(ids)
+    for row, chunk in enumerate(batch):
+        for position, vector in chunk.vectors:
+            rows[row, position] = vector.to(device=rows.device, dtype=rows.dtype)
+
+    def pass_rows(module, args, kwargs):
+        given = kwargs.get("input_ids")
+        # Only this batch (the model views `ids`, keeping its storage): another thread's call on the same model
+        # during this one goes through untouched.
+        if given is None or given.data_ptr() != ids.data_ptr() or given.shape != rows.shape[:-1]:
+            return None
+        return args, {**kwargs, "inputs_embeds": rows}
+
+    handle = _text_submodule(model, "embeddings").register_forward_pre_hook(pass_rows, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _apply_weights(z: torch.Tensor, z_empty: torch.Tensor, chunks: Sequence[TokenChunk]) -> torch.Tensor:

@@ -19,22 +19,30 @@ ComfyUI does (reference §6.10.1 and §6.10.3), with no network.
   is closed with end + padding). The last chunk is padded to 77. Empty text gives one chunk
   `[start, end, pad × 75]`. Start, end and padding always weigh 1.0.
 
-Not done here: `embedding:<name>` textual-inversion references (§6.10.2) are tokenized as ordinary text.
+* Embeddings (§6.10.2). `tokenize(text, embeddings)` with an `EmbeddingSource` (one encoder's view of
+  `models/embeddings`, see `nodes.sd.embeddings`) cuts each segment at `embedding:` words
+  (`prompt_weights.split_embedding_words`): the text before, the embedding's vectors and the text after become
+  separate token groups, all with the segment's weight. A name the source skips (not found, wrong width) leaves
+  only the text around it. Without a source, `embedding:` is ordinary text, as in ComfyUI without an embeddings
+  folder. An embedding group moves whole to the next chunk when it does not fit, unless it is longer than a
+  whole chunk (75 vectors), which is split at chunk boundaries like a long text group. In a `TokenChunk` an
+  embedding position holds `EMBEDDING_SLOT_ID` in `ids` and its vector in `vectors`; its weight is the segment's.
 """
 
 from __future__ import annotations
-
 
 import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
+import torch
 from tokenizers import Tokenizer
 from transformers import CLIPTokenizer
 
-from nodes.sd.prompt_weights import parse_prompt_weights
+from nodes.sd.prompt_weights import EMBEDDING_PREFIX, WeightedSegment, parse_prompt_weights, split_embedding_words
 
 VOCAB_FILE = Path(__file__).with_name("vocab") / "bpe_simple_vocab_16e6.txt.gz"
 
@@ -52,6 +60,12 @@ PAD_TOKEN_END = END_TOKEN
 PAD_TOKEN_ZERO = "!"
 PAD_WITH_END = END_ID
 PAD_WITH_ZERO = 0
+#: The id standing at an embedding vector's position. Its table row is replaced by the vector before the model
+#: runs; it must not be END_ID, whose first position is where the pooled vector is read.
+EMBEDDING_SLOT_ID = 0
+
+#: A token before chunking: an id or an embedding vector [D], and its weight.
+Token = tuple[int | torch.Tensor, float]
 
 # The file holds a header line, then 262,144 merges; CLIP uses the first 49152 - 256 - 2 of them so that the
 # vocabulary comes out at 49,408 entries.
@@ -116,12 +130,17 @@ def _private_backend() -> Tokenizer:
     return backend
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TokenChunk:
-    """One 77-token window: the ids the encoder reads and the weight of each position."""
+    """One 77-token window: the ids the encoder reads, the weight of each position, and embedding vectors.
+
+    `vectors` holds `(position, vector [D])` for positions whose input is an embedding vector rather than the
+    token table's row of `ids[position]` (which is `EMBEDDING_SLOT_ID` there).
+    """
 
     ids: tuple[int, ...]
     weights: tuple[float, ...]
+    vectors: tuple[tuple[int, torch.Tensor], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.weights):
@@ -131,29 +150,42 @@ class TokenChunk:
     def is_weighted(self) -> bool:
         return any(weight != 1.0 for weight in self.weights)
 
+    def __eq__(self, other: object) -> bool:
+        # Written out because tuples of tensors cannot be compared with ==.
+        if not isinstance(other, TokenChunk):
+            return NotImplemented
+        return (self.ids, self.weights) == (other.ids, other.weights) and len(self.vectors) == len(other.vectors) \
+            and all(p == q and torch.equal(v, w) for (p, v), (q, w) in zip(self.vectors, other.vectors))
+
+    def __hash__(self) -> int:
+        return hash((self.ids, self.weights, tuple(position for position, _ in self.vectors)))
+
 
 def chunk_token_groups(
-    groups: Sequence[Sequence[tuple[int, float]]],
+    groups: Sequence[Sequence[Token]],
     pad_id: int,
     *,
     start_id: int = START_ID,
     end_id: int = END_ID,
     length: int = CHUNK_LENGTH,
 ) -> list[TokenChunk]:
-    """Pack token groups (lists of `(id, weight)`) into `length`-token chunks by the rules in the module doc."""
+    """Pack token groups (lists of `(id or vector, weight)`) into `length`-token chunks (rules in the module doc)."""
     room = length - 2  # tokens between start and end
     chunks: list[TokenChunk] = []
-    current: list[tuple[int, float]] = []
+    current: list[Token] = []
 
     def close() -> None:
         body = [(start_id, 1.0), *current, (end_id, 1.0)]
         body += [(pad_id, 1.0)] * (length - len(body))
-        chunks.append(TokenChunk(tuple(i for i, _ in body), tuple(w for _, w in body)))
+        vectors = tuple((p, t) for p, (t, _) in enumerate(body) if isinstance(t, torch.Tensor))
+        ids = tuple(EMBEDDING_SLOT_ID if isinstance(t, torch.Tensor) else t for t, _ in body)
+        chunks.append(TokenChunk(ids, tuple(w for _, w in body), vectors))
         current.clear()
 
     for group in groups:
         pending = list(group)
-        splittable = len(pending) >= SPLIT_GROUP_MIN
+        embedding = bool(pending) and isinstance(pending[0][0], torch.Tensor)
+        splittable = len(pending) > room if embedding else len(pending) >= SPLIT_GROUP_MIN
         while len(current) + len(pending) > room:
             if splittable:
                 free = room - len(current)
@@ -163,6 +195,14 @@ def chunk_token_groups(
         current.extend(pending)
     close()
     return chunks
+
+
+class EmbeddingSource(Protocol):
+    """One text encoder's view of the embeddings folder (`nodes.sd.embeddings.EncoderEmbeddings`)."""
+
+    def take(self, word: str) -> tuple[torch.Tensor | None, str]:
+        """`word` is the text after `embedding:`; returns the vectors [n, D] (None: skip it, with a warning
+        already given) and the text left after the name, to be tokenized as ordinary text."""
 
 
 @dataclass(frozen=True)
@@ -177,10 +217,29 @@ class PromptTokenizer:
         # which are normal here since chunking comes after.
         return _private_backend().encode(text, add_special_tokens=False).ids
 
-    def tokenize(self, text: str) -> list[TokenChunk]:
-        """Chunks of a prompt in the weighting syntax; at least one chunk."""
-        groups = [[(i, segment.weight) for i in self.token_ids(segment.text)] for segment in parse_prompt_weights(text)]
+    def tokenize(self, text: str, embeddings: EmbeddingSource | None = None) -> list[TokenChunk]:
+        """Chunks of a prompt in the weighting syntax; at least one chunk.
+
+        embeddings: where `embedding:NAME` words find their vectors; None tokenizes them as ordinary text.
+        """
+        groups: list[list[Token]] = []
+        for segment in parse_prompt_weights(text):
+            groups.extend(self._segment_groups(segment, embeddings))
         return chunk_token_groups(groups, self.pad_id)
+
+    def _segment_groups(self, segment: WeightedSegment, embeddings: EmbeddingSource | None) -> list[list[Token]]:
+        """One segment's token groups: the whole text, or text and embedding pieces in prompt order."""
+        if embeddings is None:
+            return [[(i, segment.weight) for i in self.token_ids(segment.text)]]
+        groups: list[list[Token]] = []
+        for piece in split_embedding_words(segment.text):
+            if piece.startswith(EMBEDDING_PREFIX):
+                vectors, piece = embeddings.take(piece[len(EMBEDDING_PREFIX):])
+                if vectors is not None:
+                    groups.append([(vector, segment.weight) for vector in vectors])
+            if piece:
+                groups.append([(i, segment.weight) for i in self.token_ids(piece)])
+        return groups
 
     def empty_chunk(self) -> TokenChunk:
         """`[start, end, pad × 75]`, the "empty prompt" sequence weights are interpolated from."""

@@ -1,4 +1,4 @@
-"""Loader nodes: checkpoints from the data folder's `models/checkpoints`."""
+"""Loader nodes: checkpoints, VAEs and LoRAs from the data folder's `models/checkpoints`, `models/vae`, `models/loras`."""
 from __future__ import annotations
 
 from typing import Annotated, Any, NamedTuple
@@ -6,6 +6,7 @@ from typing import Annotated, Any, NamedTuple
 from nodes.api import Context, Environment, Input, Node, node
 from nodes.sd.checkpoint import load_model, load_vae_file
 from nodes.sd.handles import ClipHandle, ModelHandle, VaeHandle, model_manager
+from nodes.sd.lora import apply_lora
 from nodes.sd.text_encoder import TextEncoder
 from nodes.types import Choices, Clip, Model, Vae
 
@@ -16,6 +17,10 @@ def _checkpoints(env: Environment) -> list[str]:
 
 def _vaes(env: Environment) -> list[str]:
     return env.paths.model_files("vae")
+
+
+def _loras(env: Environment) -> list[str]:
+    return env.paths.model_files("loras")
 
 
 def file_fingerprint(env: Environment, kind: str, name: str) -> list[Any]:
@@ -65,3 +70,55 @@ class VAELoader(Node):
     @classmethod
     def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
         return file_fingerprint(env, "vae", inputs["vae_name"])
+
+
+class LoraOutputs(NamedTuple):
+    MODEL: Model
+    CLIP: Clip
+
+
+def _strength(what: str) -> Any:
+    return Input(1.0, ge=-100.0, le=100.0, step=0.01, tooltip=f"how strongly to modify the {what} (0: unchanged)")
+
+
+@node(category="loaders", version="1.0.0", display_name="Load LoRA")
+class LoraLoader(Node):
+    """Apply a LoRA from `models/loras` to a diffusion model and its text encoders (chain loaders to stack LoRAs).
+
+    The models given are left unchanged: the outputs carry the LoRA, applied to the weights only while used.
+    """
+
+    model: Model = Input(tooltip="the diffusion model the LoRA is applied to")
+    clip: Clip = Input(tooltip="the CLIP model the LoRA is applied to")
+    lora_name: Annotated[str, Choices(_loras)] = Input(tooltip="the LoRA file")
+    strength_model: float = _strength("diffusion model")
+    strength_clip: float = _strength("CLIP model")
+
+    def run(self, ctx: Context) -> LoraOutputs:
+        path = ctx.env.paths.resolve(ctx.env.paths.models("loras"), self.lora_name)
+        model, clip = apply_lora(path, self.model, self.clip, strength_model=self.strength_model,
+                                 strength_clip=self.strength_clip, allow_pickle=ctx.env.allow_pickle)
+        return LoraOutputs(model, clip)
+
+    @classmethod
+    def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
+        return file_fingerprint(env, "loras", inputs["lora_name"])
+
+
+@node(category="loaders", version="1.0.0")
+class LoraLoaderModelOnly(Node):
+    """Apply a LoRA from `models/loras` to a diffusion model only (its text-encoder layers are ignored)."""
+
+    model: Model = Input(tooltip="the diffusion model the LoRA is applied to")
+    lora_name: Annotated[str, Choices(_loras)] = Input(tooltip="the LoRA file")
+    strength_model: float = _strength("diffusion model")
+
+    def run(self, ctx: Context) -> Model:
+        path = ctx.env.paths.resolve(ctx.env.paths.models("loras"), self.lora_name)
+        model, _ = apply_lora(path, self.model, None, strength_model=self.strength_model,
+                              allow_pickle=ctx.env.allow_pickle)
+        return model
+
+    @classmethod
+    def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
+        return file_fingerprint(env, "loras", inputs["lora_name"])

@@ -8,7 +8,9 @@
   `lora_name` → loras, …, `MODEL_INPUTS`), so V1 loaders are covered as well as ours.
 - `run_record(ctx)` is the `latentloom` PNG chunk SaveImage writes beside ComfyUI's `prompt` and `workflow`:
   engine, Python, torch, diffusers and transformers versions, the compute device and its dtypes, and for every
-  model input of the nodes upstream of the saving node: node id, input, folder, name and sha256.
+  model input of the nodes upstream of the saving node: node id, input, folder, name and sha256. Embedding
+  files a prompt text names (`embedding:NAME` in a constant `text`/`text_g`/`text_l` input, `TEXT_INPUTS`) are
+  listed too, with folder "embeddings" and the file's path in it; they are recorded only, never re-resolved.
 - `resolve_models(prompt, env, known)` runs before validation. Where a workflow gives a model's hash (a node's
   `_meta.model_sha256 = {"<input>": "<sha256>"}`, or `known[(folder, name)]` taken from a PNG's `latentloom`
   chunk or a UI-format file's `models` list) and the named file is missing, or holds other bytes, the file of the
@@ -42,6 +44,8 @@ MODEL_INPUTS = {
     "gligen_name": "gligen", "hypernetwork_name": "hypernetworks", "upscale_model_name": "upscale_models",
     "photomaker_model_name": "photomaker",
 }
+#: Inputs whose text may name textual-inversion embeddings (ComfyUI's CLIP text encoders' input names).
+TEXT_INPUTS = ("text", "text_g", "text_l")
 
 
 class ModelHashes:
@@ -132,10 +136,35 @@ class ModelUse:
 
 def model_uses(prompt: Mapping[str, Any], node_ids: list[str] | None = None) -> list[ModelUse]:
     """The model inputs (constant names) of the given nodes and everything upstream of them (all nodes: None)."""
+    uses = [ModelUse(nid, name, MODEL_INPUTS[name], value) for nid, name, value in _constants(prompt, node_ids)
+            if name in MODEL_INPUTS and isinstance(value, str)]
+    return sorted(uses, key=lambda u: (_id_order(u.node), u.input))
+
+
+def embedding_uses(prompt: Mapping[str, Any], node_ids: list[str], env: Environment) -> list[ModelUse]:
+    """The embedding files named in the constant texts of the given nodes and upstream (found files only)."""
+    from nodes.sd.embeddings import FOLDER, embedding_library
+
+    library = embedding_library(env)
+    uses: dict[ModelUse, None] = {}
+    for nid, name, value in _constants(prompt, node_ids):
+        if name in TEXT_INPUTS and isinstance(value, str) and "embedding:" in value:
+            try:
+                located = library.referenced(value)
+            except ValueError:  # a name leaving the folder: the run refused it
+                continue
+            for item in located:
+                if item.path is not None:
+                    uses[ModelUse(nid, name, FOLDER, library.name_of(item.path))] = None
+    return sorted(uses, key=lambda u: (_id_order(u.node), u.input, u.name))
+
+
+def _constants(prompt: Mapping[str, Any], node_ids: list[str] | None) -> list[tuple[str, str, Any]]:
+    """(node id, input, value) of the constant inputs of the given nodes and everything upstream of them."""
     nodes = {str(k): v for k, v in prompt.items() if isinstance(v, Mapping)}
     todo = list(nodes) if node_ids is None else [str(n) for n in node_ids]
     seen: set[str] = set()
-    uses = []
+    found = []
     while todo:
         nid = todo.pop()
         if nid in seen or nid not in nodes:
@@ -145,9 +174,9 @@ def model_uses(prompt: Mapping[str, Any], node_ids: list[str] | None = None) -> 
         for name, value in (inputs.items() if isinstance(inputs, Mapping) else ()):
             if isinstance(value, list) and len(value) == 2 and not isinstance(value[0], list):
                 todo.append(str(value[0]))
-            elif name in MODEL_INPUTS and isinstance(value, str):
-                uses.append(ModelUse(nid, name, MODEL_INPUTS[name], value))
-    return sorted(uses, key=lambda u: (_id_order(u.node), u.input))
+            else:
+                found.append((nid, name, value))
+    return found
 
 
 def _id_order(nid: str) -> tuple[int, int | str]:
@@ -158,7 +187,7 @@ def run_record(ctx: Context) -> dict[str, Any]:
     """The `latentloom` PNG chunk for an image saved by node `ctx.node_id` (add `image` per file)."""
     hashes = model_hashes(ctx.env)
     models = []
-    for use in model_uses(ctx.prompt, [ctx.node_id]):
+    for use in model_uses(ctx.prompt, [ctx.node_id]) + embedding_uses(ctx.prompt, [ctx.node_id], ctx.env):
         try:
             digest = hashes.sha256(ctx.env.paths.resolve(ctx.env.paths.models(use.kind), use.name))
         except (OSError, ValueError, KeyError) as exc:  # recorded as unknown rather than failing the save

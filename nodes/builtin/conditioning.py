@@ -1,13 +1,29 @@
-"""Text conditioning nodes."""
+"""Text conditioning nodes.
+
+The text encoders read `embedding:NAME` words from `models/embeddings` (`nodes.sd.embeddings`); since those
+files are outside the inputs, the nodes' fingerprints hold the size and mtime of the files their texts name
+(of the whole folder when a text comes through a link), so a replaced embedding re-runs the encoding.
+"""
 from __future__ import annotations
 
-from nodes.api import Context, Input, Node, node
+from typing import Any
+
+from nodes.api import Context, Environment, Input, Node, node
+from nodes.sd.embeddings import embedding_library
 from nodes.types import Clip, Conditioning
+
+
+def embeddings_fingerprint(env: Environment, inputs: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """The embedding files the text inputs `names` refer to (None when they name none)."""
+    library = embedding_library(env)
+    prints = [library.fingerprint(text if isinstance(text := inputs.get(name), str) else None) for name in names]
+    return prints if any(p is not None for p in prints) else None
 
 
 @node(category="conditioning", version="1.0.0", display_name="CLIP Text Encode (Prompt)")
 class CLIPTextEncode(Node):
-    """Encode a prompt with CLIP into conditioning; `(word:1.2)` weights words, long prompts are chunked."""
+    """Encode a prompt with CLIP into conditioning; `(word:1.2)` weights words, `embedding:NAME` inserts a
+    textual-inversion embedding from models/embeddings, long prompts are chunked."""
 
     text: str = Input(multiline=True, dynamic_prompts=True, tooltip="the text to encode")
     clip: Clip = Input(tooltip="the CLIP model used to encode the text")
@@ -15,8 +31,12 @@ class CLIPTextEncode(Node):
     def run(self, ctx: Context) -> Conditioning:
         if self.clip is None:
             raise ValueError("clip input is invalid: None (the checkpoint has no text encoder)")
-        cond, pooled = self.clip.encode(self.text)
+        cond, pooled = self.clip.encode(self.text, embedding_library(ctx.env))
         return [[cond, {"pooled_output": pooled}]]
+
+    @classmethod
+    def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
+        return embeddings_fingerprint(env, inputs, ("text",))
 
 
 @node(category="conditioning", version="1.0.0", display_name="CLIP Set Last Layer")
@@ -50,7 +70,11 @@ class CLIPTextEncodeSDXL(Node):
     text_l: str = Input(multiline=True, dynamic_prompts=True)
 
     def run(self, ctx: Context) -> Conditioning:
-        cond, pooled = self.clip.encode_sdxl(self.text_g, self.text_l)
+        cond, pooled = self.clip.encode_sdxl(self.text_g, self.text_l, embedding_library(ctx.env))
         sizes = {"width": self.width, "height": self.height, "crop_w": self.crop_w, "crop_h": self.crop_h,
                  "target_width": self.target_width, "target_height": self.target_height}
         return [[cond, {"pooled_output": pooled, **sizes}]]
+
+    @classmethod
+    def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
+        return embeddings_fingerprint(env, inputs, ("text_g", "text_l"))

@@ -25,7 +25,7 @@ The tokenizer asks one encoder's view of the folder (`EncoderEmbeddings.take`) f
 
 Public API: `EmbeddingLibrary(paths, *, allow_pickle=False)` with `.locate(word) -> Located`, `.find(name)`,
 `.load(path)`, `.vectors(path, key, width)`, `.for_encoder(key, width) -> EncoderEmbeddings`,
-`.referenced(text) -> list[Located]`, `.fingerprint(text)`; `embedding_library(env)`.
+`.referenced(text) -> list[Located]`, `.fingerprint(text)`, `.name_of(path)`; `embedding_library(env)`.
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ class EmbeddingLibrary:
         """The vectors [n, width] text encoder `key` takes from `path`, or None (skipped, with a warning)."""
         tensors = self.load(path)
         chosen = _pick(tensors, key)
-        label = self._label(path)
+        label = self.name_of(path)
         if chosen is None:
             log.warning("embedding %s holds tensors %s, none of them for text encoder %r (%s, %s or a single one); "
                         "ignoring it there", label, sorted(tensors), key, ENCODER_FILE_KEYS.get(key), SINGLE_KEY)
@@ -165,7 +165,8 @@ class EmbeddingLibrary:
         (linked from another node) the same of every file in the folder. Never raises: a refused name is
         recorded as refused, and the run reports it."""
         if text is None:
-            return [self._stamp(name, self.folder / name) for name in self.paths.model_files(FOLDER)]
+            folder = self.folder.resolve()
+            return [self._stamp(name, folder / name) for name in self.paths.model_files(FOLDER)]
         try:
             located = self.referenced(text)
         except ValueError:
@@ -179,9 +180,10 @@ class EmbeddingLibrary:
             stat = path.stat()
         except OSError:
             return [name, None]
-        return [self._label(path), stat.st_size, stat.st_mtime_ns]
+        return [self.name_of(path), stat.st_size, stat.st_mtime_ns]
 
-    def _label(self, path: Path) -> str:
+    def name_of(self, path: Path) -> str:
+        """The path of a file of the folder relative to it (posix), as `GET /models/embeddings` lists it."""
         try:
             return path.relative_to(self.folder.resolve()).as_posix()
         except ValueError:

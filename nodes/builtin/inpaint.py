@@ -1,24 +1,32 @@
-"""Inpainting nodes: SetLatentNoiseMask and VAEEncodeForInpaint (reference §6.8, §6.13).
+"""Inpainting nodes: SetLatentNoiseMask, VAEEncodeForInpaint and InpaintModelConditioning (reference §6.8).
 
-Both only attach a LATENT's `noise_mask` ([B, 1, H, W], 1 = regenerate, 0 = keep); the sampler does the rest
-(`nodes.sd.denoiser`: pinning the kept region, and the [mask, masked-image latent] concat channels of 9-channel
-inpainting UNets). Masks stay at pixel resolution here; the sampler resizes them to the latent bilinearly.
+They attach a LATENT's `noise_mask` ([B, 1, H, W], 1 = regenerate, 0 = keep) and, for InpaintModelConditioning,
+the conditioning's `concat_latent_image` / `concat_mask`; the sampler does the rest (`nodes.sd.denoiser`: pinning
+the kept region, and the [mask, masked-image latent] concat channels of 9-channel inpainting UNets). Masks stay
+at pixel resolution here; the sampler resizes them to the latent bilinearly.
 
 VAEEncodeForInpaint follows §6.8 step for step: mask resized bilinearly to the pixel size, pixels and mask
 centre-cropped to multiples of 8, pixels under the rounded mask set to 0.5 grey before encoding, and the noise
 mask dilated by a k×k box sum (k = grow_mask_by, padding ceil((k − 1)/2)) of the rounded mask, clamped to 0..1,
 cut back to the pixel size (an even k pads one row/column more than it removes) and rounded.
+
+InpaintModelConditioning prepares pixels and mask the same way but keeps the image whole: the LATENT is the
+encoding of the original pixels (with the mask, unrounded and not grown, as its noise mask when `noise_mask` is
+on), and every conditioning entry gets the encoding of the greyed pixels as `concat_latent_image` and the mask as
+`concat_mask` — what inpainting checkpoints see in their extra channels, while the sampler starts from the real
+image (so `denoise` < 1 works).
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from nodes.api import Context, Input, Node, node
 from nodes.sd.vae import crop_to_multiple_of_8
-from nodes.types import Image, Latent, Mask, Vae
+from nodes.types import Conditioning, Image, Latent, Mask, Vae
 
 
 def as_mask_batch(mask: torch.Tensor) -> torch.Tensor:
@@ -67,6 +75,35 @@ class VAEEncodeForInpaint(Node):
         pixels, mask = inpaint_inputs(self.pixels, self.mask)
         samples = self.vae.encode(grey_masked_pixels(pixels, mask))
         return {"samples": samples, "noise_mask": grow_mask(mask, self.grow_mask_by)}
+
+
+class InpaintConditioningOutputs(NamedTuple):
+    positive: Conditioning
+    negative: Conditioning
+    latent: Latent
+
+
+@node(category="conditioning/inpaint", version="1.0.0", display_name="Inpaint Model Conditioning")
+class InpaintModelConditioning(Node):
+    """Condition an inpainting model on an image and mask; the latent starts from the whole image."""
+
+    positive: Conditioning = Input()
+    negative: Conditioning = Input()
+    vae: Vae = Input()
+    pixels: Image = Input()
+    mask: Mask = Input()
+    noise_mask: bool = Input(True, tooltip="also limit sampling to the masked area (a noise mask on the latent)")
+
+    def run(self, ctx: Context) -> InpaintConditioningOutputs:
+        if self.vae is None:
+            raise ValueError("VAE is invalid: None (the checkpoint has no VAE; load one with VAELoader)")
+        pixels, mask = inpaint_inputs(self.pixels, self.mask)
+        concat = {"concat_latent_image": self.vae.encode(grey_masked_pixels(pixels, mask)), "concat_mask": mask}
+        latent = {"samples": self.vae.encode(pixels[..., :3])}
+        if self.noise_mask:
+            latent["noise_mask"] = mask
+        return InpaintConditioningOutputs([[cond, {**extras, **concat}] for cond, extras in self.positive],
+                                          [[cond, {**extras, **concat}] for cond, extras in self.negative], latent)
 
 
 def inpaint_inputs(pixels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

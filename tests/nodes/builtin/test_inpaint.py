@@ -172,3 +172,47 @@ def test_inpainting_checkpoint_runs_with_vae_encode_for_inpaint(env):
     with values["4"].outputs[0][0].manager.use(unet):
         assert torch.equal(out, sample(unet, noise_mask=latent["noise_mask"], **common))
         assert (sample(unet, **common) - out).abs().max() > 1e-3
+
+
+def test_inpaint_model_conditioning_object_info(env):
+    info = builtin_registry().object_info(env)["InpaintModelConditioning"]
+    assert info["input_order"]["required"] == ["positive", "negative", "vae", "pixels", "mask", "noise_mask"]
+    assert info["input"]["required"]["noise_mask"][0] == "BOOLEAN"
+    assert info["input"]["required"]["noise_mask"][1]["default"] is True
+    assert info["output"] == ["CONDITIONING", "CONDITIONING", "LATENT"]
+    assert info["output_name"] == ["positive", "negative", "latent"]
+    assert info["category"] == "conditioning/inpaint"
+
+
+@pytest.mark.parametrize("noise_mask", [True, False])
+def test_inpaint_model_conditioning_feeds_the_concat_channels(env, noise_mask):
+    # 20×27 cropped to 16×24 at offset (2, 1); the bottom-right block is transparent → regenerate.
+    rgb, mask = write_rgba(env.paths.input / "block.png", 20, 27, (slice(10, 20), slice(14, 27)))
+    wf = {**sampler_nodes("sd1-inpaint.safetensors", ["12", 2]),
+          "10": {"class_type": "LoadImage", "inputs": {"image": "block.png"}},
+          "12": {"class_type": "InpaintModelConditioning",
+                 "inputs": {"positive": ["6", 0], "negative": ["7", 0], "vae": ["4", 2], "pixels": ["10", 0],
+                            "mask": ["10", 1], "noise_mask": noise_mask}}}
+    wf["3"]["inputs"].update(positive=["12", 0], negative=["12", 1])
+    values = run(env, wf)
+    vae, unet = values["4"].outputs[2][0], values["4"].outputs[0][0].unet
+    rgb, mask = torch.from_numpy(rgb[2:18, 1:25]), torch.from_numpy(mask[2:18, 1:25])
+    greyed = torch.where(mask[..., None] == 1.0, torch.tensor(0.5), rgb)
+    positive, negative, latent = (values["12"].outputs[i][0] for i in range(3))
+    assert torch.equal(latent["samples"], vae.encode(rgb[None]))  # the whole image, not the greyed one
+    assert ("noise_mask" in latent) is noise_mask
+    for made, given in ((positive, values["6"].outputs[0][0]), (negative, values["7"].outputs[0][0])):
+        (cond, extras), = made
+        assert cond is given[0][0] and extras["pooled_output"] is given[0][1]["pooled_output"]
+        assert torch.equal(extras["concat_latent_image"], vae.encode(greyed[None]))
+        assert torch.equal(extras["concat_mask"], mask[None, None])
+    # the sampler saw exactly these conditionings and mask; the concat channels make a difference
+    common = dict(latent=latent["samples"], seed=7, steps=4, cfg=5.0, sampler_name="euler", scheduler="normal",
+                  noise_mask=latent.get("noise_mask"))
+    out = values["3"].outputs[0][0]["samples"]
+    with values["4"].outputs[0][0].manager.use(unet):
+        assert torch.equal(out, sample(unet, positive=positive, negative=negative, **common))
+        plain = sample(unet, positive=values["6"].outputs[0][0], negative=values["7"].outputs[0][0], **common)
+    assert (plain - out).abs().max() > 1e-3
+    if noise_mask:  # latent row 0 (pixel rows 0–7) holds no masked pixel: kept
+        assert torch.allclose(out[..., :1, :], latent["samples"][..., :1, :], rtol=0, atol=1e-5)

@@ -1,4 +1,10 @@
-"""Latent nodes."""
+"""Latent nodes: empty latents, VAE encode/decode, and batch edits.
+
+RepeatLatentBatch and LatentFromBatch keep ComfyUI's `batch_index` bookkeeping: each batch item remembers which
+noise draw of its seed it gets (`nodes.sd.noise`), so an item taken from a batch, or a repeated batch, samples
+exactly as it did in the whole batch. A noise mask with one item applies to all and is kept; one per item is
+sliced or repeated with the samples.
+"""
 from __future__ import annotations
 
 import torch
@@ -45,3 +51,54 @@ class VAEEncode(Node):
         if self.vae is None:
             raise ValueError("VAE is invalid: None (the checkpoint has no VAE; load one with VAELoader)")
         return {"samples": self.vae.encode(self.pixels)}
+
+
+def _batch_index(latent: dict) -> list[int]:
+    return list(latent.get("batch_index", range(latent["samples"].shape[0])))
+
+
+def _mask_per_item(mask: torch.Tensor, batch: int) -> torch.Tensor:
+    """A noise mask of several items repeated (cyclically) to one per batch item."""
+    if mask.shape[0] < batch:
+        mask = mask.repeat((-(-batch // mask.shape[0]), 1, 1, 1))
+    return mask[:batch]
+
+
+@node(category="latent/batch", version="1.0.0", display_name="Repeat Latent Batch")
+class RepeatLatentBatch(Node):
+    """Repeat a batch of latents `amount` times (each copy gets its own noise)."""
+
+    samples: Latent = Input()
+    amount: int = Input(1, ge=1, le=64)
+
+    def run(self, ctx: Context) -> Latent:
+        latent = self.samples["samples"]
+        out = {**self.samples, "samples": latent.repeat((self.amount, 1, 1, 1))}
+        mask = self.samples.get("noise_mask")
+        if mask is not None and mask.shape[0] > 1:
+            out["noise_mask"] = _mask_per_item(mask, latent.shape[0]).repeat((self.amount, 1, 1, 1))
+        if "batch_index" in self.samples:
+            index = self.samples["batch_index"]
+            offset = max(index) - min(index) + 1
+            out["batch_index"] = index + [i + copy * offset for copy in range(1, self.amount) for i in index]
+        return out
+
+
+@node(category="latent/batch", version="1.0.0", display_name="Latent From Batch")
+class LatentFromBatch(Node):
+    """Take `length` latents from a batch, starting at `batch_index` (they keep their noise)."""
+
+    samples: Latent = Input()
+    batch_index: int = Input(0, ge=0, le=63)
+    length: int = Input(1, ge=1, le=64)
+
+    def run(self, ctx: Context) -> Latent:
+        latent = self.samples["samples"]
+        start = min(latent.shape[0] - 1, self.batch_index)
+        stop = start + min(latent.shape[0] - start, self.length)
+        out = {**self.samples, "samples": latent[start:stop].clone(),
+               "batch_index": _batch_index(self.samples)[start:stop]}
+        mask = self.samples.get("noise_mask")
+        if mask is not None and mask.shape[0] > 1:
+            out["noise_mask"] = _mask_per_item(mask, latent.shape[0])[start:stop].clone()
+        return out

@@ -153,7 +153,9 @@ def _kohya_layers(path: Path, tensors: dict[str, torch.Tensor], unet_config: Map
         raise LoraError(path, f"unsupported kohya LoRA layout ({exc})") from exc
     layers, used = {}, set()
     for (component, module), (down, up) in _pairs(_to_peft(converted)).items():
-        name = origin[id(down)]
+        name = origin.get(id(down))
+        if name is None:  # not one of the file's tensors (a conversion that computes): leave its keys unmatched
+            continue
         alpha = pairs[name].get("alpha")
         layers[(component, module)] = LoraLayer(f"{name}.lora_down.weight", down, up,
                                                 float(alpha) if alpha is not None else None)

@@ -10,7 +10,8 @@ from nodes.registry import Registry
 
 BUILTIN_MODULES = ("nodes.builtin.primitives", "nodes.builtin.utils", "nodes.builtin.image", "nodes.builtin.latent",
                    "nodes.builtin.loaders", "nodes.builtin.conditioning", "nodes.builtin.sampling",
-                   "nodes.builtin.inpaint", "nodes.builtin.scale", "nodes.builtin.conditioning_tools")
+                   "nodes.builtin.inpaint", "nodes.builtin.scale", "nodes.builtin.conditioning_tools",
+                   "nodes.builtin.mask")
 
 
 def builtin_registry() -> Registry:

@@ -17,7 +17,7 @@ class ImageAndMask(NamedTuple):
     MASK: Mask
 
 
-def _input_images(env: Environment) -> list[str]:
+def input_images(env: Environment) -> list[str]:
     return [name for name in env.paths.input_files()
             if name.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"))]
 
@@ -26,7 +26,7 @@ def _input_images(env: Environment) -> list[str]:
 class LoadImage(Node):
     """Load an image from the input folder; its alpha channel becomes the mask (1 = transparent)."""
 
-    image: Annotated[str, Choices(_input_images)] = Input(image_upload=True)
+    image: Annotated[str, Choices(input_images)] = Input(image_upload=True)
 
     def run(self, ctx: Context) -> ImageAndMask:
         pixels, mask = load_image(ctx.env.paths.resolve(ctx.env.paths.input, self.image))

@@ -20,7 +20,9 @@ editor treat it like any other node. The rules:
   `input_types` receives `{input: linked type}` and replaces the built-in link type check. `True` is valid;
   `False` or a string fails once per input it received.
 - `FUNCTION` runs on one instance per (node id, class type), created without arguments and kept in the
-  environment across prompts, as ComfyUI does. A coroutine result is awaited.
+  environment across prompts, as ComfyUI does. A coroutine result is awaited. While it runs (async too), its
+  `Context` is the current node's (`nodes.comfy_compat.running`): that is how `comfy.utils.ProgressBar` and
+  `comfy.model_management`'s interrupt checks reach it.
 - Results: a tuple/list (one value per output) or `{"ui": {...}, "result": (...)}`; `ui` reaches the editor
   through `Context.show`. Node expansion (`"expand"`) and execution blockers are refused with a clear error;
   `lazy` inputs are simply always evaluated (same results, no laziness).
@@ -31,6 +33,7 @@ editor treat it like any other node. The rules:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import logging
@@ -45,6 +48,7 @@ from pydantic_core import PydanticUndefined
 
 from nodes.api import (HIDDEN_KINDS, SEMVER, Context, Environment, InputSpec, LinkedInput, Node,
                        NodeDeclarationError, NodeSpec, OutputSpec, OwnValidation)
+from nodes.comfy_compat import running
 from nodes.types import ANY, Choices, TypeInfo
 
 log = logging.getLogger(__name__)
@@ -275,9 +279,10 @@ def call_v1(plan: V1Plan, kwargs: dict[str, Any], ctx: Context) -> tuple[Any, ..
     for param, kind in plan.hidden.items():
         value = hidden_value(kind, ctx)
         kwargs[param] = [value] if plan.input_is_list else value
-    result = getattr(_instance(plan, ctx), plan.function)(**kwargs)
-    if inspect.isawaitable(result):
-        result = _await(result)
+    with running(ctx):  # comfy.utils.ProgressBar and the interrupt checks report through ctx
+        result = getattr(_instance(plan, ctx), plan.function)(**kwargs)
+        if inspect.isawaitable(result):
+            result = _await(result)
     values: Any = result
     if isinstance(result, dict):
         if "expand" in result:
@@ -331,10 +336,11 @@ def _await(awaitable: Any) -> Any:
     except RuntimeError:
         return asyncio.run(_as_coroutine(awaitable))
     box: dict[str, Any] = {}
+    context = contextvars.copy_context()  # the running node travels to the helper thread
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(_as_coroutine(awaitable))
+            box["value"] = context.run(asyncio.run, _as_coroutine(awaitable))
         except BaseException as exc:  # re-raised on the calling thread
             box["error"] = exc
 

@@ -18,6 +18,11 @@ Isolation: each plugin is imported on its own, under the module name `custom_nod
 `sys.path`); an import that raises (even `SystemExit`) fails only that plugin, and a node that is broken or whose
 name is taken (built-ins cannot be overridden; the first plugin to claim a name keeps it) fails only that node.
 Every outcome is logged and kept in a `PluginInfo` (what `GET /plugins` lists).
+
+ComfyUI's import surface: before the first plugin is imported, `nodes.comfy_compat.install(paths)` makes
+`folder_paths`, `comfy.utils` and `comfy.model_management` importable (never shadowing real modules of those
+names) and binds `folder_paths` to this data folder; `server.PromptServer` and `nodes.MAX_RESOLUTION` are names of
+our own packages.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from nodes.api import NodeDeclarationError, NodeSpec
+from nodes.comfy_compat import install as install_comfy_names
 from nodes.comfy_v1 import adapt_v1
 from nodes.paths import DataPaths
 from nodes.registry import Registry
@@ -108,6 +114,7 @@ class Plugins:
 def load_plugins(registry: Registry, paths: DataPaths, *, entry_points: bool = True) -> Plugins:
     """Import every plugin and register its nodes into `registry` (built-ins already in it keep their names)."""
     plugins = Plugins()
+    install_comfy_names(paths)
     for entry in discover_custom_nodes(paths.custom_nodes):
         plugins.items.append(_load_custom_node(registry, entry))
     if entry_points:

@@ -5,8 +5,9 @@ and the queue worker are created when the app starts (`cleanup_ctx`) and stopped
 closed in `on_shutdown`, before the worker finishes or re-queues the running prompt. At start, prompts that were
 running when a previous process died are re-queued or failed (`interrupted_prompts`), and `temp/` is emptied as
 ComfyUI does. Routes are grouped by topic (routes_prompt, routes_files, routes_info, routes_ws) and each is also
-served under `/api`; the OpenAPI document and the docs page come from the same route table; the editor's files
-are registered last.
+served under `/api`; the OpenAPI document and the docs page come from the same route table; routes that ComfyUI
+packs registered on `PromptServer.instance.routes` follow (server.comfy_server); the editor's files are registered
+last.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from nodes.api import Environment
 from nodes.paths import DataPaths
 from nodes.registry import Registry
 from nodes.plugins import Plugins
-from server import routes_files, routes_info, routes_plugins, routes_prompt, routes_ws
+from server import comfy_server, routes_files, routes_info, routes_plugins, routes_prompt, routes_ws
 from server.api import Route, add_routes
 from server.config import ExposureError, ServerConfig, listen_addresses
 from server.hub import Hub
@@ -53,7 +54,10 @@ def create_app(config: ServerConfig | None = None, registry: Registry | None = N
     if registry is None:
         from nodes.builtin import full_registry
 
+        comfy_server.PromptServer()  # a fresh route table for the packs about to be imported
         registry, plugins = full_registry(DataPaths(config.data_dir), plugins=config.plugins)
+    elif plugins is None:
+        comfy_server.PromptServer()  # no packs: no routes left by packs loaded for another app
     app = web.Application(client_max_size=config.max_upload_size, middlewares=make_middlewares(config))
     app[CONFIG] = config
     app[REGISTRY] = registry
@@ -65,6 +69,7 @@ def create_app(config: ServerConfig | None = None, registry: Registry | None = N
     add_routes(app, routes)
     add_openapi_routes(app, routes)
     routes_plugins.add_plugin_files(app)
+    comfy_server.attach(app, app[HUB])  # routes packs put on PromptServer.instance.routes, before the editor's catch-all
     add_static_routes(app)
     app.cleanup_ctx.append(engine)
     app.on_shutdown.append(close_websockets)

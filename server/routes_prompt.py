@@ -1,6 +1,7 @@
 """Queueing and control routes: `/prompt`, `/queue`, `/history`, `/interrupt`, `/free` (protocol §1.3–§1.6, §1.9).
 
-`POST /prompt`, in order: read and validate the body (400 `invalid_json` / `invalid_request`, never ComfyUI's
+`POST /prompt`, in order: read the body, pass it through the on-prompt handlers ComfyUI packs registered
+(`PromptServer.instance.add_on_prompt_handler`), validate it (400 `invalid_json` / `invalid_request`, never ComfyUI's
 500), require `prompt` (400 `no_prompt`), convert a UI-format prompt and swap in models found by their recorded
 hash (executor.prepare), choose the number (the caller's, else the persistent counter, negated
 for `front`), resolve seeds (executor.seeds), parse and validate the workflow (400 with ComfyUI's `error` +
@@ -22,14 +23,23 @@ from executor.seeds import SeedError, resolve_seeds
 from executor.validate import validate
 from executor.workflow import WorkflowError, parse_workflow
 from server import schemas as s
-from server.api import ApiError, Route, empty_ok, json_response, read_model, read_query
+from server.api import ApiError, Route, empty_ok, json_response, parse_json, read_model, read_query, validate_model
+from server.comfy_server import on_prompt
 from server.state import ENV, HUB, REGISTRY, STORE, WORKER
 
 BAD = (400, ("refused: ComfyUI's error envelope", s.ErrorResponse))
 
 
+async def read_prompt_request(request: web.Request) -> s.PromptRequest:
+    """The body, after the packs' on-prompt handlers (server.comfy_server), validated."""
+    raw = await request.read()  # over client_max_size: aiohttp raises 413
+    if not raw.strip():
+        raise ApiError(400, "invalid_json", "Invalid JSON", "the request body is empty")
+    return validate_model(s.PromptRequest, on_prompt(request.app, parse_json(raw)), "body")
+
+
 async def post_prompt(request: web.Request) -> web.Response:
-    body = await read_model(request, s.PromptRequest)
+    body = await read_prompt_request(request)
     if body.prompt is None:
         raise ApiError(400, "no_prompt", "No prompt provided", "No prompt provided")
     app = request.app

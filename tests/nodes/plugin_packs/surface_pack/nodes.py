@@ -42,7 +42,11 @@ class WaitForUser:
                 if comfy.model_management.processing_interrupted():
                     break
             CONTINUE.clear()
-            bar.update(1)  # raises InterruptProcessingException after an interrupt
+            try:
+                bar.update(1)  # raises InterruptProcessingException after an interrupt
+            except comfy.model_management.InterruptProcessingException:
+                server.send_sync("surface_pack.cancelled", {"node": unique_id, "step": step}, server.client_id)
+                raise
         comfy.model_management.throw_exception_if_processing_interrupted()
         server.send_sync("surface_pack.done", {"node": unique_id, "steps": steps, "max": nodes.MAX_RESOLUTION})
         return {"ui": {"waited": [steps]}, "result": (steps,)}

@@ -233,6 +233,19 @@ def test_outside_a_node_nothing_is_reported_or_interrupted(registry):
     mm.soft_empty_cache()
 
 
+def test_common_upscale_is_our_resize(registry):
+    import comfy.utils
+
+    torch.manual_seed(0)
+    samples = torch.rand(2, 3, 8, 12)
+    centred = comfy.utils.common_upscale(samples, 4, 4, "bilinear", "center")
+    assert torch.equal(centred, torch.nn.functional.interpolate(samples[..., 2:10], size=(4, 4), mode="bilinear"))
+    nearest = comfy.utils.common_upscale(samples, 24, 16, "nearest-exact", "disabled")
+    assert torch.equal(nearest, samples.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+    with pytest.raises(ValueError):
+        comfy.utils.common_upscale(samples, 4, 4, "bislerp", "disabled")
+
+
 def test_nodes_package_names(registry, env):
     import nodes
 

@@ -7,6 +7,9 @@ the `progress` and `progress_state` websocket messages, and a live preview when 
 PIL image or ComfyUI's `(format, PIL image, max size)` tuple; anything else is dropped. A bar made outside a
 running V1 node reports nothing. `node_id` (reporting for another node) is accepted and ignored: progress always
 belongs to the node that runs.
+
+`common_upscale(samples, width, height, upscale_method, crop)` is our ImageScale/LatentUpscale resize
+(`nodes.builtin.scale.resize`): [B, C, H, W] tensors, the interpolate modes and `lanczos`; `bislerp` is refused.
 """
 from __future__ import annotations
 
@@ -45,3 +48,12 @@ def _preview_image(preview: Any) -> Any:
     if isinstance(preview, (tuple, list)) and len(preview) >= 2:
         preview = preview[1]
     return preview if isinstance(preview, Image.Image) else None
+
+
+def common_upscale(samples: Any, width: int, height: int, upscale_method: str, crop: str) -> Any:
+    """`samples` [B, C, H, W] resized to `height` × `width`; `crop="center"` first cuts to the target's aspect."""
+    from nodes.builtin.scale import resize
+
+    if upscale_method == "bislerp":
+        raise ValueError("comfy.utils.common_upscale: latentloom does not offer 'bislerp'")
+    return resize(samples, width, height, upscale_method, crop)

@@ -26,7 +26,7 @@ def _sd_missing() -> str | None:
     return f"the Stable Diffusion nodes {missing} are not registered yet" if missing else None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def demo_checkpoint(data_dir):
     reason = _sd_missing()
     if reason:

@@ -16,7 +16,7 @@ NOT_PROVIDED = ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS")
 
 def __getattr__(name: str) -> Any:
     if name == "MAX_RESOLUTION":
-        from nodes.builtin.latent import MAX_RESOLUTION
+        from nodes.types import MAX_RESOLUTION
 
         return MAX_RESOLUTION
     if name in NOT_PROVIDED:

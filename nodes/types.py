@@ -21,6 +21,7 @@ from pydantic import WithJsonSchema
 
 PRIMITIVES: dict[type, str] = {int: "INT", float: "FLOAT", str: "STRING", bool: "BOOLEAN"}
 ANY = "*"
+MAX_RESOLUTION = 16384  # the largest width or height image and latent nodes accept (ComfyUI's limit)
 
 
 @dataclass(frozen=True)

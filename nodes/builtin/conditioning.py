@@ -10,7 +10,7 @@ from typing import Any
 
 from nodes.api import Context, Environment, Input, Node, node
 from nodes.sd.embeddings import embedding_library
-from nodes.types import Clip, Conditioning
+from nodes.types import MAX_RESOLUTION, Clip, Conditioning
 
 
 def embeddings_fingerprint(env: Environment, inputs: dict[str, Any], names: tuple[str, ...]) -> Any:
@@ -48,9 +48,6 @@ class CLIPSetLastLayer(Node):
 
     def run(self, ctx: Context) -> Clip:
         return self.clip.with_last_layer(self.stop_at_clip_layer)
-
-
-MAX_RESOLUTION = 16384
 
 
 @node(category="advanced/conditioning", version="1.0.0", display_name="CLIP Text Encode SDXL",

@@ -10,9 +10,7 @@ from __future__ import annotations
 import torch
 
 from nodes.api import Context, Input, Node, node
-from nodes.types import Image, Latent, Vae
-
-MAX_RESOLUTION = 16384
+from nodes.types import MAX_RESOLUTION, Image, Latent, Vae
 
 
 @node(category="latent", version="1.0.0", display_name="Empty Latent Image", aliases=("EmptyLatent",))

@@ -19,8 +19,7 @@ from scipy import ndimage
 
 from nodes.api import Context, Environment, Input, Node, node
 from nodes.builtin.image import LoadImage, input_images
-from nodes.builtin.latent import MAX_RESOLUTION
-from nodes.types import Choices, Image, Mask
+from nodes.types import MAX_RESOLUTION, Choices, Image, Mask
 
 CHANNELS = ("red", "green", "blue", "alpha")
 

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from PIL import Image as PILImage
 
 from nodes.api import Context, Input, Node, node
-from nodes.builtin.latent import MAX_RESOLUTION
-from nodes.types import Image, Latent
+from nodes.types import MAX_RESOLUTION, Image, Latent
 
 LatentMethod = Literal["nearest-exact", "bilinear", "area", "bicubic"]
 ImageMethod = Literal["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]

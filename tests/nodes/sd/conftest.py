@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from nodes.sd import tiny
+from nodes.sd.text_encoder import TextEncoder
+from tests.nodes.sd._text_helpers import tiny_clip_g, tiny_clip_l
 
 
 class TinyCheckpoints:
@@ -50,3 +52,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Tiny CLIP text models and the TextEncoders over them (text encoding and embedding tests).
+@pytest.fixture(scope="module")
+def clip_l():
+    return tiny_clip_l()
+
+
+@pytest.fixture(scope="module")
+def clip_g():
+    return tiny_clip_g()
+
+
+@pytest.fixture(scope="module")
+def sd1(clip_l):
+    return TextEncoder("sd1", {"l": clip_l})
+
+
+@pytest.fixture(scope="module")
+def sdxl(clip_l, clip_g):
+    return TextEncoder("sdxl", {"l": clip_l, "g": clip_g})

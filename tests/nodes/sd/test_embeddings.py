@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from nodes.paths import DataPaths, UnsafePathError
 from nodes.sd.embeddings import EmbeddingLibrary
 from nodes.sd.errors import CheckpointError
-from nodes.sd.text_encoder import TextEncoder, _text_submodule
+from nodes.sd.text_encoder import _text_submodule
 from nodes.sd.tokenizer import (
     EMBEDDING_SLOT_ID,
     END_ID,
@@ -28,7 +28,7 @@ from nodes.sd.tokenizer import (
     PromptTokenizer,
     load_clip_tokenizer,
 )
-from tests.nodes.sd._text_helpers import G_WIDTH, L_WIDTH, run_model, tiny_clip_g, tiny_clip_l
+from tests.nodes.sd._text_helpers import G_WIDTH, L_WIDTH, run_model
 
 VOCAB = 49408
 A, PHOTO, CAT, COMMA = 320, 1125, 2368, 267
@@ -37,26 +37,6 @@ A, PHOTO, CAT, COMMA = 320, 1125, 2368, 267
 def _vectors(count: int, width: int, seed: int) -> torch.Tensor:
     # The same scale as the tiny models' token table (std 0.02 × 20), so an embedding moves the result visibly.
     return torch.randn(count, width, generator=torch.Generator().manual_seed(seed)) * 0.4
-
-
-@pytest.fixture(scope="module")
-def clip_l():
-    return tiny_clip_l()
-
-
-@pytest.fixture(scope="module")
-def clip_g():
-    return tiny_clip_g()
-
-
-@pytest.fixture(scope="module")
-def sd1(clip_l):
-    return TextEncoder("sd1", {"l": clip_l})
-
-
-@pytest.fixture(scope="module")
-def sdxl(clip_l, clip_g):
-    return TextEncoder("sdxl", {"l": clip_l, "g": clip_g})
 
 
 @pytest.fixture(scope="module")

@@ -11,32 +11,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
-from tests.nodes.sd._text_helpers import G_PROJECTION, G_WIDTH, H_WIDTH, L_WIDTH, run_model, tiny_clip_g, tiny_clip_h, tiny_clip_l
+from tests.nodes.sd._text_helpers import G_PROJECTION, G_WIDTH, H_WIDTH, L_WIDTH, run_model, tiny_clip_h, tiny_clip_l
 
 from nodes.sd.families import family_spec
 from nodes.sd.denoiser import sdxl_time_ids
 from nodes.sd.text_encoder import TextEncoder
 from nodes.sd.tokenizer import PAD_WITH_END, PAD_WITH_ZERO, PromptTokenizer
-
-
-@pytest.fixture(scope="module")
-def clip_l():
-    return tiny_clip_l()
-
-
-@pytest.fixture(scope="module")
-def clip_g():
-    return tiny_clip_g()
-
-
-@pytest.fixture(scope="module")
-def sd1(clip_l):
-    return TextEncoder("sd1", {"l": clip_l})
-
-
-@pytest.fixture(scope="module")
-def sdxl(clip_l, clip_g):
-    return TextEncoder("sdxl", {"l": clip_l, "g": clip_g})
 
 
 def _ids(text: str, pad_id: int = PAD_WITH_END) -> list[list[int]]:

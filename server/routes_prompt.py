@@ -11,7 +11,6 @@ answer `{prompt_id, number, node_errors}`. The prompt is stored and run with its
 from __future__ import annotations
 
 import asyncio
-
 import uuid
 from typing import Any
 

@@ -1,5 +1,6 @@
 """Mask nodes (ComfyUI's names, inputs and rules): LoadImageMask, ImageToMask, MaskToImage, InvertMask, SolidMask,
-ThresholdMask, GrowMask.
+ThresholdMask, GrowMask (all but LoadImageMask are in ComfyUI's `comfy_extras.nodes_mask`, which `/object_info`
+says as `python_module`).
 
 A MASK is float32 `[B, H, W]` (or `[H, W]`), 1 = selected (for inpainting: regenerate). LoadImageMask reads one
 channel of an input image as ComfyUI does: the image is made RGBA first, so `alpha` of an image without
@@ -45,7 +46,8 @@ class LoadImageMask(Node):
         return LoadImage.fingerprint(inputs, env)
 
 
-@node(category="mask", version="1.0.0", display_name="Convert Image to Mask")
+@node(category="mask", version="1.0.0", display_name="Convert Image to Mask",
+      python_module="comfy_extras.nodes_mask")
 class ImageToMask(Node):
     """One channel of an image as a mask."""
 
@@ -56,7 +58,8 @@ class ImageToMask(Node):
         return self.image[..., CHANNELS.index(self.channel)]
 
 
-@node(category="mask", version="1.0.0", display_name="Convert Mask to Image")
+@node(category="mask", version="1.0.0", display_name="Convert Mask to Image",
+      python_module="comfy_extras.nodes_mask")
 class MaskToImage(Node):
     """A mask as a grey image."""
 
@@ -67,7 +70,8 @@ class MaskToImage(Node):
         return mask.unsqueeze(-1).expand(-1, -1, -1, 3).clone()
 
 
-@node(category="mask", version="1.0.0", display_name="InvertMask")
+@node(category="mask", version="1.0.0", display_name="InvertMask",
+      python_module="comfy_extras.nodes_mask")
 class InvertMask(Node):
     """1 − mask."""
 
@@ -77,7 +81,8 @@ class InvertMask(Node):
         return 1.0 - self.mask
 
 
-@node(category="mask", version="1.0.0", display_name="SolidMask")
+@node(category="mask", version="1.0.0", display_name="SolidMask",
+      python_module="comfy_extras.nodes_mask")
 class SolidMask(Node):
     """A mask of one value."""
 
@@ -89,7 +94,8 @@ class SolidMask(Node):
         return torch.full((1, self.height, self.width), self.value, dtype=torch.float32)
 
 
-@node(category="mask", version="1.0.0", display_name="ThresholdMask")
+@node(category="mask", version="1.0.0", display_name="ThresholdMask",
+      python_module="comfy_extras.nodes_mask")
 class ThresholdMask(Node):
     """1 where the mask is above `value`, else 0."""
 
@@ -100,7 +106,8 @@ class ThresholdMask(Node):
         return (self.mask > self.value).to(torch.float32)
 
 
-@node(category="mask", version="1.0.0", display_name="GrowMask")
+@node(category="mask", version="1.0.0", display_name="GrowMask",
+      python_module="comfy_extras.nodes_mask")
 class GrowMask(Node):
     """Grow (or, negative, shrink) a mask by `expand` pixels."""
 

@@ -83,3 +83,10 @@ def test_grow_and_shrink():
     soft[0, 1, 1] = 0.9
     assert torch.equal(GrowMask(mask=soft, expand=1, tapered_corners=False).run(None), torch.full((1, 3, 3), 0.9))
     assert torch.equal(GrowMask(mask=dot, expand=0, tapered_corners=True).run(None), dot)
+
+
+def test_python_modules_as_in_comfyui(env):
+    info = builtin_registry().object_info(env)
+    assert info["LoadImageMask"]["python_module"] == "nodes"
+    for name in ("ImageToMask", "MaskToImage", "InvertMask", "SolidMask", "ThresholdMask", "GrowMask"):
+        assert info[name]["python_module"] == "comfy_extras.nodes_mask", name

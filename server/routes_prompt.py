@@ -4,8 +4,8 @@
 (`PromptServer.instance.add_on_prompt_handler`), validate it (400 `invalid_json` / `invalid_request`, never ComfyUI's
 500), require `prompt` (400 `no_prompt`), convert a UI-format prompt and swap in models found by their recorded
 hash (executor.prepare), choose the number (the caller's, else the persistent counter, negated
-for `front`), resolve seeds (executor.seeds), parse and validate the workflow (400 with ComfyUI's `error` +
-`node_errors`), store the item with `client_id` copied into `extra_data`, broadcast `status`, wake the worker,
+for `front`), resolve seeds (executor.seeds), parse and validate the workflow on a worker thread (400 with
+ComfyUI's `error` + `node_errors`), store the item with `client_id` copied into `extra_data`, broadcast `status`, wake the worker,
 answer `{prompt_id, number, node_errors}`. The prompt is stored and run with its seeds resolved.
 """
 from __future__ import annotations
@@ -61,7 +61,8 @@ async def post_prompt(request: web.Request) -> web.Response:
         workflow = parse_workflow(prompt)
     except WorkflowError as exc:
         raise ApiError(400, exc.type, exc.message, exc.details, exc.extra_info) from None
-    report = validate(workflow, registry, env, body.partial_execution_targets)
+    # off the loop too: a large prompt takes a while to validate, and sockets must not wait for it
+    report = await asyncio.to_thread(validate, workflow, registry, env, body.partial_execution_targets)
     if not report.ok:
         body_400 = {**report.to_comfy(), "node_errors": models.annotate(report.node_errors())}
         return json_response(body_400, status=400)

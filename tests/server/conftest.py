@@ -37,8 +37,11 @@ def reset_nodes():
     stub_nodes.SLOW_STARTED.clear()
     server_nodes.GATE.clear()
     server_nodes.GATE_ENTERED.clear()
+    server_nodes.CHECK_GATE.clear()
+    server_nodes.CHECK_ENTERED.clear()
     yield
     server_nodes.GATE.set()  # never leave an executor thread waiting
+    server_nodes.CHECK_GATE.set()
 
 
 @pytest.fixture

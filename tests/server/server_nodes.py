@@ -8,6 +8,8 @@ from tests.executor.stub_nodes import Number
 
 GATE = threading.Event()
 GATE_ENTERED = threading.Event()
+CHECK_GATE = threading.Event()
+CHECK_ENTERED = threading.Event()
 
 
 @node(category="test/seed", version="1.0.0")
@@ -48,3 +50,19 @@ class Previewer(Node):
         for i in range(self.steps):
             ctx.progress(i + 1, self.steps, PILImage.new("RGB", (self.size, self.size // 2), (200, 30 * i, 10)))
         return self.x
+
+
+@node(category="test/slow", version="1.0.0")
+class SlowCheck(Node):
+    """A node whose validation waits until the test opens CHECK_GATE (a stand-in for a large prompt)."""
+
+    x: Number = Input()
+
+    def run(self, ctx: Context) -> Number:
+        return self.x
+
+    @classmethod
+    def validate_inputs(cls, inputs, env):
+        CHECK_ENTERED.set()
+        CHECK_GATE.wait(10)
+        return None

@@ -240,3 +240,16 @@ async def test_seeds_are_resolved_and_stored(client):
     resp = await client.post("/prompt", json={"prompt": bad})
     body = await resp.json()
     assert resp.status == 400 and body["node_errors"]["1"]["errors"][0]["type"] == "invalid_seed_control"
+
+
+async def test_validation_runs_off_the_event_loop(client):
+    wf = {"1": {"class_type": "Constant", "inputs": {"value": 2.0}},
+          "2": {"class_type": "SlowCheck", "inputs": {"x": ["1", 0]}},
+          "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    posting = asyncio.ensure_future(queue(client, wf))
+    await wait_for(server_nodes.CHECK_ENTERED.is_set)
+    # validation is waiting: the server still answers others
+    assert (await (await client.get("/prompt")).json()) == {"exec_info": {"queue_remaining": 0}}
+    assert not posting.done()
+    server_nodes.CHECK_GATE.set()
+    assert (await posting)["node_errors"] == {}

@@ -1,12 +1,12 @@
 """Queueing and control routes: `/prompt`, `/queue`, `/history`, `/interrupt`, `/free` (protocol §1.3–§1.6, §1.9).
 
 `POST /prompt`, in order: read the body, pass it through the on-prompt handlers ComfyUI packs registered
-(`PromptServer.instance.add_on_prompt_handler`), validate it (400 `invalid_json` / `invalid_request`, never ComfyUI's
-500), require `prompt` (400 `no_prompt`), convert a UI-format prompt and swap in models found by their recorded
-hash (executor.prepare), choose the number (the caller's, else the persistent counter, negated
-for `front`), resolve seeds (executor.seeds), parse and validate the workflow on a worker thread (400 with
-ComfyUI's `error` + `node_errors`), store the item with `client_id` copied into `extra_data`, broadcast `status`, wake the worker,
-answer `{prompt_id, number, node_errors}`. The prompt is stored and run with its seeds resolved.
+(`PromptServer.instance.add_on_prompt_handler`), validate it (400 `invalid_json` / `invalid_request`, never
+ComfyUI's 500), require `prompt` (400 `no_prompt`), convert a UI-format prompt and swap in models found by their
+recorded hash (executor.prepare), choose the number (the caller's, else the persistent counter, negated for
+`front`), resolve seeds (executor.seeds), parse and validate the workflow on a worker thread (400 with ComfyUI's
+`error` + `node_errors`), store the item with `client_id` copied into `extra_data`, broadcast `status`, wake the
+worker, answer `{prompt_id, number, node_errors}`. The prompt is stored and run with its seeds resolved.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ from nodes.registry import Registry
 BUILTIN_MODULES = ("nodes.builtin.primitives", "nodes.builtin.utils", "nodes.builtin.image", "nodes.builtin.latent",
                    "nodes.builtin.loaders", "nodes.builtin.conditioning", "nodes.builtin.sampling",
                    "nodes.builtin.inpaint", "nodes.builtin.scale", "nodes.builtin.conditioning_tools",
-                   "nodes.builtin.mask")
+                   "nodes.builtin.mask", "nodes.builtin.image_tools", "nodes.builtin.latent_tools",
+                   "nodes.builtin.custom_sampling")
 
 
 def builtin_registry() -> Registry:

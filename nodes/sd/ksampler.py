@@ -20,11 +20,15 @@ For the KSampler node: `sample(…, denoise=d)`. For KSamplerAdvanced: `denoise=
 "enable")`, `start_step=start_at_step`, `last_step=end_at_step`, `force_full_denoise = (return_with_leftover_noise
 == "disable")`.
 
-Public API: `sample(...)`, `sampling_sigmas(...)`.
+`sample_sigmas(unet, latent=…, noise=…, sigmas=…, sampler_name=…, …)` is steps (c)–(f) alone, for the custom
+sampling nodes (SamplerCustom), which bring their own sigmas and noise; `sample` ends by calling it.
+
+Public API: `sample(...)`, `sample_sigmas(...)`, `sampling_sigmas(...)`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -84,15 +88,52 @@ def sample(
     model's training schedule (default: SD's).
     """
     schedule = schedule or sd_schedule()
-    spec = get_sampler(sampler_name)
     latent = latent.to(torch.float32).cpu()
     noise = prepare_noise(latent, seed, batch_index) if add_noise else zero_noise(latent)
     sigmas = sampling_sigmas(sampler_name, scheduler, steps, denoise, start_step, last_step, force_full_denoise, schedule)
     if sigmas is None or len(sigmas) == 0:
         return latent
+    return sample_sigmas(
+        unet, latent=latent, noise=noise, sigmas=sigmas, sampler_name=sampler_name, seed=seed, cfg=cfg,
+        positive=positive, negative=negative, latent_scale=latent_scale, prediction=prediction,
+        noise_mask=noise_mask, callback=callback, schedule=schedule,
+    )
 
+
+@torch.no_grad()
+def sample_sigmas(
+    unet,
+    *,
+    latent: torch.Tensor,
+    noise: torch.Tensor,
+    sigmas: torch.Tensor,
+    sampler_name: str,
+    seed: int,
+    cfg: float,
+    positive: Sequence[Sequence[Any]],
+    negative: Sequence[Sequence[Any]] | None,
+    latent_scale: float = 0.18215,
+    prediction: str = "eps",
+    noise_mask: torch.Tensor | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    schedule: DiscreteSchedule | None = None,
+    sampler_options: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Steps (c)–(f) with given sigmas and initial noise (SamplerCustom); returns the unscaled result on the CPU.
+
+    `latent` and `noise` are CPU float32 tensors of the same shape; empty `sigmas` return `latent` unchanged.
+    `negative=None` means no negative (BasicGuider): it requires cfg == 1, where the negative is never used.
+    `sampler_options` are extra keyword arguments of the sampler function (e.g. eta). `seed` seeds the
+    sampler's own noise (ancestral/SDE samplers, ddim's inpainting noise).
+    """
+    schedule = schedule or sd_schedule()
+    spec = get_sampler(sampler_name)
+    if len(sigmas) == 0:
+        return latent
+    if negative is None and not math.isclose(float(cfg), 1.0):
+        raise ValueError("sampling without a negative conditioning needs cfg 1")
     device = unet.device
-    sigmas = sigmas.to(device)
+    sigmas = sigmas.to(torch.float32).to(device)
     latent_image = latent.to(device)
     if torch.count_nonzero(latent_image) > 0:  # the empty latent is not scaled
         latent_image = latent_image * latent_scale
@@ -100,14 +141,15 @@ def sample(
     mask = None if noise_mask is None else prepare_mask(noise_mask, noise.shape).to(device)
 
     denoise_fn = _denoiser(
-        unet, prediction, schedule, positive, negative, cfg, latent_image, latent_scale, mask,
-        _inpaint_noise(noise, seed, spec.inpaint_random_noise) if mask is not None else None,
+        unet, prediction, schedule, positive, negative if negative is not None else [], cfg, latent_image,
+        latent_scale, mask, _inpaint_noise(noise, seed, spec.inpaint_random_noise) if mask is not None else None,
     )
 
     sigma_max = float(schedule.sigma_max)
     max_denoise = math.isclose(sigma_max, float(sigmas[0]), rel_tol=1e-5) or float(sigmas[0]) > sigma_max
     x = noise_scaling(sigmas[0], noise, latent_image, max_denoise)
-    samples = spec.fn(denoise_fn, x, sigmas, seed=seed, callback=_step_callback(callback, len(sigmas) - 1))
+    sampler_fn = spec.fn if not sampler_options else functools.partial(spec.fn, **sampler_options)
+    samples = sampler_fn(denoise_fn, x, sigmas, seed=seed, callback=_step_callback(callback, len(sigmas) - 1))
     return (samples.to(torch.float32) / latent_scale).cpu()
 
 

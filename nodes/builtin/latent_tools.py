@@ -1,0 +1,125 @@
+"""Latent utility nodes: LatentCompositeMasked, SaveLatent, LoadLatent, LatentFlip, LatentRotate (ComfyUI's class
+names, inputs, defaults and categories).
+
+- LatentCompositeMasked pastes with `image_tools.composite`: x, y are pixels (step 8), divided by 8; the mask is
+  in pixels too and is resized (bilinear) to the source latent's size.
+- SaveLatent writes `<prefix>_<NNNNN>_.latent` in the output folder (numbering as SaveImage, `output_names`, with
+  %width%/%height% 0 as ComfyUI does): a safetensors file holding `latent_tensor` and an empty
+  `latent_format_version_0` marker, with metadata `prompt` and each `extra_pnginfo` key as JSON (ComfyUI's keys),
+  plus our `latentloom` run record. The editor gets `ui.latents`.
+- LoadLatent reads a `.latent` of the input folder (never outside it: `DataPaths.resolve`). A file without the
+  version marker is an old-format one that stored scaled latents, so it is multiplied by 1/0.18215, as ComfyUI
+  does; a current one comes back bit for bit. Its fingerprint is the file's sha256.
+- LatentFlip and LatentRotate keep the LATENT's other keys as they are (ComfyUI does not flip the noise mask;
+  the sampler resizes a mask to the latent anyway). Rotation is clockwise.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from nodes.api import Context, Environment, Input, Node, node
+from nodes.builtin.image_tools import composite
+from nodes.identity import run_record
+from nodes.images import output_names
+from nodes.types import MAX_RESOLUTION, Choices, Latent, Mask
+
+LATENT_SUFFIX = ".latent"
+VERSION_MARKER = "latent_format_version_0"
+OLD_FORMAT_SCALE = 1.0 / 0.18215
+
+
+@node(category="latent", version="1.0.0", python_module="comfy_extras.nodes_mask")
+class LatentCompositeMasked(Node):
+    """Paste latent `source` onto `destination` at pixel (x, y), blended through the optional (pixel) mask."""
+
+    destination: Latent = Input()
+    source: Latent = Input()
+    x: int = Input(0, ge=0, le=MAX_RESOLUTION, step=8)
+    y: int = Input(0, ge=0, le=MAX_RESOLUTION, step=8)
+    resize_source: bool = Input(False)
+    mask: Mask | None = Input(None, optional=True)
+
+    def run(self, ctx: Context) -> Latent:
+        pasted = composite(self.destination["samples"], self.source["samples"], self.x, self.y, self.mask, 8,
+                           self.resize_source)
+        return {**self.destination, "samples": pasted}
+
+
+def latent_metadata(ctx: Context) -> dict[str, str]:
+    """Safetensors metadata (strings only): ComfyUI's `prompt` and extra_pnginfo keys, then our run record."""
+    meta = {"prompt": json.dumps(ctx.prompt)}
+    for key, value in (ctx.extra_data.get("extra_pnginfo") or {}).items():
+        meta[key] = json.dumps(value)
+    meta["latentloom"] = json.dumps({**run_record(ctx), "latent": {"node": ctx.node_id}})
+    return meta
+
+
+@node(category="_for_testing", version="1.0.0", output=True, hidden=("PROMPT", "EXTRA_PNGINFO"))
+class SaveLatent(Node):
+    """Save latents as a .latent (safetensors) file in the output folder, to load again with LoadLatent."""
+
+    samples: Latent = Input()
+    filename_prefix: str = Input("latents/ComfyUI")
+
+    def run(self, ctx: Context) -> None:
+        folder = ctx.env.paths.output
+        directory, base, counter = output_names(folder, self.filename_prefix, 0, 0)
+        name = f"{base}_{counter:05}_{LATENT_SUFFIX}"
+        tensors = {"latent_tensor": self.samples["samples"].detach().cpu().contiguous(),
+                   VERSION_MARKER: torch.tensor([])}
+        save_file(tensors, str(directory / name), metadata=latent_metadata(ctx))
+        subfolder = directory.relative_to(folder.resolve()).as_posix()
+        ctx.show(latents=[{"filename": name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}])
+
+
+def input_latents(env: Environment) -> list[str]:
+    return [name for name in env.paths.input_files() if name.endswith(LATENT_SUFFIX)]
+
+
+@node(category="_for_testing", version="1.0.0")
+class LoadLatent(Node):
+    """Load latents saved by SaveLatent (a .latent file in the input folder)."""
+
+    latent: Annotated[str, Choices(input_latents)] = Input()
+
+    def run(self, ctx: Context) -> Latent:
+        tensors = load_file(str(ctx.env.paths.resolve(ctx.env.paths.input, self.latent)))
+        samples = tensors["latent_tensor"].float()
+        if VERSION_MARKER not in tensors:
+            samples = samples * OLD_FORMAT_SCALE
+        return {"samples": samples}
+
+    @classmethod
+    def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> str:
+        path = env.paths.resolve(env.paths.input, inputs["latent"])
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@node(category="latent/transform", version="1.0.0", display_name="Flip Latent")
+class LatentFlip(Node):
+    """Mirror latents: "x-axis" flips top to bottom, "y-axis" left to right."""
+
+    samples: Latent = Input()
+    flip_method: Literal["x-axis: vertically", "y-axis: horizontally"] = Input("x-axis: vertically")
+
+    def run(self, ctx: Context) -> Latent:
+        dim = 2 if self.flip_method.startswith("x") else 3
+        return {**self.samples, "samples": torch.flip(self.samples["samples"], dims=[dim])}
+
+
+@node(category="latent/transform", version="1.0.0", display_name="Rotate Latent")
+class LatentRotate(Node):
+    """Rotate latents clockwise by a multiple of 90 degrees."""
+
+    samples: Latent = Input()
+    rotation: Literal["none", "90 degrees", "180 degrees", "270 degrees"] = Input("none")
+
+    def run(self, ctx: Context) -> Latent:
+        turns = {"none": 0, "90 degrees": 1, "180 degrees": 2, "270 degrees": 3}[self.rotation]
+        # rot90 from the width axis towards the height axis turns the picture clockwise.
+        return {**self.samples, "samples": torch.rot90(self.samples["samples"], k=turns, dims=[3, 2])}

@@ -67,7 +67,7 @@ class NoiseSource:
         return prepare_noise(samples, self.seed, latent.get("batch_index"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: conditioning holds tensors, which do not compare to bool
 class Guider:
     """GUIDER: the model and conditioning that turn a noisy latent into a prediction; `negative` None = none."""
 

@@ -29,7 +29,7 @@ from nodes.sd.ksampler import sample_sigmas
 from nodes.sd.noise import MAX_SEED, prepare_noise, zero_noise
 from nodes.sd.preview import latent_preview
 from nodes.sd.samplers import SAMPLER_NAMES
-from nodes.sd.schedules import SCHEDULER_NAMES, calculate_sigmas, exponential_scheduler, karras_scheduler, sd_schedule
+from nodes.sd.schedules import SCHEDULER_NAMES, calculate_sigmas, exponential_sigmas, karras_sigmas, sd_schedule
 from nodes.types import Conditioning, Latent, Model, socket
 
 SamplerName = Literal[SAMPLER_NAMES]  # type: ignore[valid-type]
@@ -75,14 +75,6 @@ class Guider:
     positive: Any
     negative: Any | None
     cfg: float
-
-
-@dataclass(frozen=True)
-class _Range:
-    """The σ range a scheduler function reads from a schedule, for schedulers given σ_min / σ_max directly."""
-
-    sigma_min: float
-    sigma_max: float
 
 
 def sample_custom(ctx: Context | None, guider: Guider, noise: NoiseSource, sampler: SamplerChoice,
@@ -195,7 +187,7 @@ class KarrasScheduler(Node):
     rho: float = Input(7.0, ge=0.0, le=100.0, step=0.01, round=False)
 
     def run(self, ctx: Context) -> Sigmas:
-        return karras_scheduler(_Range(self.sigma_min, self.sigma_max), self.steps, rho=self.rho)
+        return karras_sigmas(self.steps, self.sigma_min, self.sigma_max, rho=self.rho)
 
 
 @node(category=f"{CATEGORY}/schedulers", version="1.0.0", python_module=MODULE)
@@ -207,7 +199,7 @@ class ExponentialScheduler(Node):
     sigma_min: float = Input(0.0291675, **SIGMA_RANGE)
 
     def run(self, ctx: Context) -> Sigmas:
-        return exponential_scheduler(_Range(self.sigma_min, self.sigma_max), self.steps)
+        return exponential_sigmas(self.steps, self.sigma_min, self.sigma_max)
 
 
 @node(category=f"{CATEGORY}/sigmas", version="1.0.0", python_module=MODULE)

@@ -21,7 +21,8 @@ Public API: `DiscreteSchedule`, `sd_schedule()`, `SCHEDULER_NAMES`, `calculate_s
 `ksampler_sigmas(schedule, name, steps, denoise=1.0, discard_penultimate=False)`,
 `slice_sigmas(sigmas, start_step=None, last_step=None, force_full_denoise=False)`, and one function per scheduler
 (`normal_scheduler`, `sgm_uniform_scheduler`, `simple_scheduler`, `ddim_uniform_scheduler`, `karras_scheduler`,
-`exponential_scheduler`, `beta_scheduler`, `linear_quadratic_scheduler`, `kl_optimal_scheduler`).
+`exponential_scheduler`, `beta_scheduler`, `linear_quadratic_scheduler`, `kl_optimal_scheduler`);
+`karras_sigmas` / `exponential_sigmas` take σ_min and σ_max directly (KarrasScheduler, ExponentialScheduler).
 """
 
 from __future__ import annotations
@@ -150,8 +151,12 @@ def ddim_uniform_scheduler(schedule: DiscreteSchedule, steps: int) -> torch.Tens
 
 
 def karras_scheduler(schedule: DiscreteSchedule, steps: int, rho: float = 7.0) -> torch.Tensor:
-    """Karras et al. (2022) ρ-spacing between σ_max and σ_min, then 0."""
-    sigma_min, sigma_max = float(schedule.sigma_min), float(schedule.sigma_max)
+    """Karras et al. (2022) ρ-spacing between the schedule's σ_max and σ_min, then 0."""
+    return karras_sigmas(steps, float(schedule.sigma_min), float(schedule.sigma_max), rho)
+
+
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022) ρ-spacing between σ_max and σ_min, then 0 (KarrasScheduler's own range)."""
     ramp = torch.linspace(0, 1, steps, dtype=torch.float32)
     min_inv_rho = sigma_min ** (1 / rho)
     max_inv_rho = sigma_max ** (1 / rho)
@@ -160,8 +165,12 @@ def karras_scheduler(schedule: DiscreteSchedule, steps: int, rho: float = 7.0) -
 
 
 def exponential_scheduler(schedule: DiscreteSchedule, steps: int) -> torch.Tensor:
-    """σ evenly spaced in log space from σ_max to σ_min, then 0."""
-    sigma_min, sigma_max = float(schedule.sigma_min), float(schedule.sigma_max)
+    """σ evenly spaced in log space from the schedule's σ_max to σ_min, then 0."""
+    return exponential_sigmas(steps, float(schedule.sigma_min), float(schedule.sigma_max))
+
+
+def exponential_sigmas(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """σ evenly spaced in log space from σ_max to σ_min, then 0 (ExponentialScheduler's own range)."""
     sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), steps, dtype=torch.float32).exp()
     return torch.cat([sigmas, sigmas.new_zeros([1])])
 

@@ -3,7 +3,7 @@
 ComfyUI's `comfy_extras.nodes_custom_sampler` nodes under their names, inputs, defaults and categories. The values
 on the new sockets are small frozen objects of ours:
 
-* SAMPLER → `SamplerChoice(name, options)`: a ComfyUI sampler name plus extra sampler keyword arguments;
+* SAMPLER → `SamplerChoice(name)`: a ComfyUI sampler name;
 * SIGMAS → a 1-D float32 CPU tensor (usually ending in 0); an empty one means "return the input latent";
 * NOISE → `NoiseSource(seed, enabled)`: the seeded initial noise of §6.2, or zeros (DisableNoise, seed 0 as in
   ComfyUI, which also seeds the sampler's own noise);
@@ -19,21 +19,17 @@ KSampler's discard-penultimate rule, as ComfyUI does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from nodes.api import Context, Input, Node, node
+from nodes.builtin.sampling import SamplerName, SchedulerName, step_reporter
 from nodes.sd.handles import ModelHandle
 from nodes.sd.ksampler import sample_sigmas
 from nodes.sd.noise import MAX_SEED, prepare_noise, zero_noise
-from nodes.sd.preview import latent_preview
-from nodes.sd.samplers import SAMPLER_NAMES
-from nodes.sd.schedules import SCHEDULER_NAMES, calculate_sigmas, exponential_sigmas, karras_sigmas, sd_schedule
+from nodes.sd.schedules import calculate_sigmas, exponential_sigmas, karras_sigmas, sd_schedule
 from nodes.types import Conditioning, Latent, Model, socket
-
-SamplerName = Literal[SAMPLER_NAMES]  # type: ignore[valid-type]
-SchedulerName = Literal[SCHEDULER_NAMES]  # type: ignore[valid-type]
 
 Sampler = socket("SAMPLER")
 Sigmas = socket("SIGMAS")
@@ -47,10 +43,9 @@ SIGMA_RANGE = dict(ge=0.0, le=5000.0, step=0.01, round=False)
 
 @dataclass(frozen=True)
 class SamplerChoice:
-    """SAMPLER: a sampler by ComfyUI name, with extra keyword arguments for its function."""
+    """SAMPLER: a sampler by ComfyUI name."""
 
     name: str
-    options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,19 +78,19 @@ def sample_custom(ctx: Context | None, guider: Guider, noise: NoiseSource, sampl
     model = guider.model
     samples = latent["samples"].to(torch.float32).cpu()
     last: dict[str, torch.Tensor] = {}
+    report = step_reporter(ctx, model) if ctx is not None else None
 
     def on_step(info: dict[str, Any]) -> None:
         last["x0"] = info["denoised"]
-        if ctx is not None:
-            preview = latent_preview(info["denoised"], model.family.name) if ctx.env.previews else None
-            ctx.progress(info["i"] + 1, info["total_steps"], preview)
+        if report is not None:
+            report(info)
 
     with model.manager.use(model.unet):
         result = sample_sigmas(
             model.unet, latent=samples, noise=noise.generate(latent), sigmas=sigmas, sampler_name=sampler.name,
             seed=noise.seed, cfg=guider.cfg, positive=guider.positive, negative=guider.negative,
             latent_scale=model.family.latent_scale, prediction=model.family.prediction,
-            noise_mask=latent.get("noise_mask"), callback=on_step, sampler_options=dict(sampler.options),
+            noise_mask=latent.get("noise_mask"), callback=on_step,
         )
     out = {**latent, "samples": result}
     if "x0" not in last:

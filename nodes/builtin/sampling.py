@@ -1,11 +1,12 @@
 """Sampling nodes: KSampler and KSamplerAdvanced (reference §6.1–6.7)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from nodes.api import Context, Input, Node, node
 from nodes.sd.handles import ModelHandle
 from nodes.sd.ksampler import sample
+from nodes.sd.noise import MAX_SEED
 from nodes.sd.preview import latent_preview
 from nodes.sd.samplers import SAMPLER_NAMES
 from nodes.sd.schedules import SCHEDULER_NAMES
@@ -13,20 +14,25 @@ from nodes.types import Conditioning, Latent, Model
 
 SamplerName = Literal[SAMPLER_NAMES]  # type: ignore[valid-type]
 SchedulerName = Literal[SCHEDULER_NAMES]  # type: ignore[valid-type]
-MAX_SEED = 2**64 - 1
 
 
-def run_sampler(ctx: Context, model: ModelHandle, latent: dict[str, Any], **options: Any) -> dict[str, Any]:
-    """Sample with progress, previews and interrupt through `ctx`; returns a new LATENT dict."""
+def step_reporter(ctx: Context, model: ModelHandle) -> Callable[[dict[str, Any]], None]:
+    """A sampler callback: each step's progress, with a preview of its x0 when previews are on, through `ctx`
+    (which also checks for an interrupt)."""
 
     def on_step(info: dict[str, Any]) -> None:
         preview = latent_preview(info["denoised"], model.family.name) if ctx.env.previews else None
         ctx.progress(info["i"] + 1, info["total_steps"], preview)
 
+    return on_step
+
+
+def run_sampler(ctx: Context, model: ModelHandle, latent: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """Sample with progress, previews and interrupt through `ctx`; returns a new LATENT dict."""
     with model.manager.use(model.unet):
         samples = sample(model.unet, latent=latent["samples"], latent_scale=model.family.latent_scale,
                          prediction=model.family.prediction, noise_mask=latent.get("noise_mask"),
-                         batch_index=latent.get("batch_index"), callback=on_step, **options)
+                         batch_index=latent.get("batch_index"), callback=step_reporter(ctx, model), **options)
     return {**latent, "samples": samples}
 
 

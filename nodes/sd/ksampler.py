@@ -28,7 +28,6 @@ Public API: `sample(...)`, `sample_sigmas(...)`, `sampling_sigmas(...)`.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -91,7 +90,7 @@ def sample(
     latent = latent.to(torch.float32).cpu()
     noise = prepare_noise(latent, seed, batch_index) if add_noise else zero_noise(latent)
     sigmas = sampling_sigmas(sampler_name, scheduler, steps, denoise, start_step, last_step, force_full_denoise, schedule)
-    if sigmas is None or len(sigmas) == 0:
+    if sigmas is None:
         return latent
     return sample_sigmas(
         unet, latent=latent, noise=noise, sigmas=sigmas, sampler_name=sampler_name, seed=seed, cfg=cfg,
@@ -117,14 +116,12 @@ def sample_sigmas(
     noise_mask: torch.Tensor | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     schedule: DiscreteSchedule | None = None,
-    sampler_options: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Steps (c)–(f) with given sigmas and initial noise (SamplerCustom); returns the unscaled result on the CPU.
 
     `latent` and `noise` are CPU float32 tensors of the same shape; empty `sigmas` return `latent` unchanged.
     `negative=None` means no negative (BasicGuider): it requires cfg == 1, where the negative is never used.
-    `sampler_options` are extra keyword arguments of the sampler function (e.g. eta). `seed` seeds the
-    sampler's own noise (ancestral/SDE samplers, ddim's inpainting noise).
+    `seed` seeds the sampler's own noise (ancestral/SDE samplers, ddim's inpainting noise).
     """
     schedule = schedule or sd_schedule()
     spec = get_sampler(sampler_name)
@@ -148,8 +145,7 @@ def sample_sigmas(
     sigma_max = float(schedule.sigma_max)
     max_denoise = math.isclose(sigma_max, float(sigmas[0]), rel_tol=1e-5) or float(sigmas[0]) > sigma_max
     x = noise_scaling(sigmas[0], noise, latent_image, max_denoise)
-    sampler_fn = spec.fn if not sampler_options else functools.partial(spec.fn, **sampler_options)
-    samples = sampler_fn(denoise_fn, x, sigmas, seed=seed, callback=_step_callback(callback, len(sigmas) - 1))
+    samples = spec.fn(denoise_fn, x, sigmas, seed=seed, callback=_step_callback(callback, len(sigmas) - 1))
     return (samples.to(torch.float32) / latent_scale).cpu()
 
 

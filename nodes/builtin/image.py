@@ -1,13 +1,12 @@
 """Image nodes: load from the input folder, save to the output folder, preview to the temp folder."""
 from __future__ import annotations
 
-import hashlib
 import random
 import string
 from typing import Annotated, Any, NamedTuple
 
 from nodes.api import Context, Environment, Input, Node, node
-from nodes.identity import run_record
+from nodes.identity import hash_file, run_record
 from nodes.images import PNG_LEVEL_PREVIEW, PNG_LEVEL_SAVE, load_image, output_names, save_png
 from nodes.types import Choices, Image, Mask
 
@@ -34,8 +33,7 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> str:
-        path = env.paths.resolve(env.paths.input, inputs["image"])
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hash_file(env.paths.resolve(env.paths.input, inputs["image"]))
 
 
 def _save_batch(ctx: Context, images: Any, folder_kind: str, prefix: str, level: int,

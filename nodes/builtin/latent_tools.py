@@ -15,7 +15,6 @@ names, inputs, defaults and categories).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Annotated, Any, Literal
 
@@ -23,8 +22,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nodes.api import Context, Environment, Input, Node, node
+from nodes.builtin.image import metadata_texts
 from nodes.builtin.image_tools import composite
-from nodes.identity import run_record
+from nodes.identity import hash_file, run_record
 from nodes.images import output_names
 from nodes.types import MAX_RESOLUTION, Choices, Latent, Mask
 
@@ -52,9 +52,7 @@ class LatentCompositeMasked(Node):
 
 def latent_metadata(ctx: Context) -> dict[str, str]:
     """Safetensors metadata (strings only): ComfyUI's `prompt` and extra_pnginfo keys, then our run record."""
-    meta = {"prompt": json.dumps(ctx.prompt)}
-    for key, value in (ctx.extra_data.get("extra_pnginfo") or {}).items():
-        meta[key] = json.dumps(value)
+    meta = {key: json.dumps(value) for key, value in metadata_texts(ctx).items()}
     meta["latentloom"] = json.dumps({**run_record(ctx), "latent": {"node": ctx.node_id}})
     return meta
 
@@ -96,8 +94,7 @@ class LoadLatent(Node):
 
     @classmethod
     def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> str:
-        path = env.paths.resolve(env.paths.input, inputs["latent"])
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hash_file(env.paths.resolve(env.paths.input, inputs["latent"]))
 
 
 @node(category="latent/transform", version="1.0.0", display_name="Flip Latent")

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="send CORS headers allowing ORIGIN (default *) instead of refusing other origins")
     serve.add_argument("--enable-compress-response-body", action="store_true",
                        help="gzip JSON and text responses for clients that accept it")
+    serve.add_argument("--allow-model-pull", action="store_true",
+                       help="allow POST /models/pull beyond loopback (needs a token; always on for loopback)")
     serve.add_argument("--demo-if-empty", action="store_true",
                        help="write the tiny demo checkpoint when models/checkpoints has none")
     run = sub.add_parser("run", help="run a workflow headless and write its outputs")

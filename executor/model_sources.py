@@ -5,7 +5,8 @@ What a file says about its models:
   `models` list, entries `{"name", "url", "directory", "hash", "hash_type"}`;
 - a PNG made by SaveImage: the `latentloom` record's `models` (`kind`, `name`, `sha256`, and `source` for a model
   that was pulled), plus its `workflow` chunk as above and the model inputs of its `prompt`;
-- an API-format workflow: the model inputs of its nodes (names, and `_meta.model_sha256` where present).
+- an API-format workflow (the editor's files): the model inputs of its nodes (names, and `_meta.model_sha256`
+  where present) and each node's `_meta.models` (the UI format's `properties.models`, kept by the converter).
 Entries naming the same file are merged. A wanted model is present when its file exists (with the stated sha256,
 when one is stated) or, with a stated sha256, when another file of its folder has that hash (`reproduce` and
 validation then use that file).
@@ -93,12 +94,14 @@ def _from_ui(doc: Mapping[str, Any] | None) -> Iterable[WantedModel]:
 def _from_api(prompt: Mapping[str, Any] | None) -> list[WantedModel]:
     if prompt is None:
         return []
+    metas = {nid: node.get("_meta") for nid, node in prompt.items() if isinstance(node, Mapping)}
+    metas = {nid: meta for nid, meta in metas.items() if isinstance(meta, Mapping)}
     found = []
     for use in model_uses(prompt):
-        meta = prompt[use.node].get("_meta")
-        hashes = meta.get("model_sha256") if isinstance(meta, Mapping) else None
-        sha = hashes.get(use.input) if isinstance(hashes, Mapping) else None
-        found += _entry(use.kind, use.name, None, sha)
+        hashes = metas.get(use.node, {}).get("model_sha256")
+        found += _entry(use.kind, use.name, None, hashes.get(use.input) if isinstance(hashes, Mapping) else None)
+    found += _from_ui({"models": [m for meta in metas.values() if isinstance(meta.get("models"), list)
+                                  for m in meta["models"]]})
     return found
 
 

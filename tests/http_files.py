@@ -2,7 +2,7 @@
 
 - `/files/<name>`: the bytes of `server.files[name]` (Range `bytes=N-` answered with 206); names in `server.cut`
   send their headers and half the bytes, then drop the connection (once each); names in `server.chunked` are sent
-  without Content-Length.
+  without Content-Length; names in `server.slow` wait that many seconds after each 16 KiB.
 - `/<org>/<repo>/resolve/<revision>/<path>`: Hugging Face's resolve endpoint: a 302 to `/files/<path>` on the
   other loopback name (`localhost` ↔ `127.0.0.1`, so a token must not follow), with `X-Linked-Etag` (the sha256,
   or `server.linked_etag` to make it lie) and `X-Linked-Size`.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -24,6 +25,7 @@ class FileServer(ThreadingHTTPServer):
         self.files: dict[str, bytes] = {}
         self.cut: set[str] = set()
         self.chunked: set[str] = set()
+        self.slow: dict[str, float] = {}
         self.linked_etag: str | None = None
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -105,4 +107,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        self.wfile.write(body)
+        pause = self.server.slow.get(name)
+        for i in range(0, len(body), 16384 if pause else len(body) or 1):
+            self.wfile.write(body[i:i + (16384 if pause else len(body))])
+            if pause:
+                self.wfile.flush()
+                time.sleep(pause)

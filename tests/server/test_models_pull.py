@@ -69,6 +69,15 @@ async def test_a_failed_pull_is_reported_and_leaves_nothing(client, files, data_
     await ws.close()
 
 
+async def test_a_download_does_not_hold_up_the_queue(client, files):
+    files.slow["model.safetensors"] = 0.2     # about 2.5 s for the whole file
+    resp = await client.post("/models/pull", json={"source": f"{files.url}/files/model.safetensors"})
+    pull_id = (await resp.json())["pull_id"]
+    body = await queue(client, chain())
+    assert (await wait_history(client, body["prompt_id"]))["status"]["completed"]
+    assert (await (await client.get(f"/models/pull/{pull_id}")).json())["status"] == "downloading"
+
+
 async def test_bad_requests_are_refused_before_anything_starts(client, files):
     for body, code in (({"source": "http://example.com/m.safetensors"}, "invalid_source"),
                        ({"source": f"{files.url}/files/model.exe"}, "invalid_source"),

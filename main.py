@@ -5,6 +5,8 @@
     python main.py validate WORKFLOW.json   # prints the validation report; exit 1 when not clean
     python main.py nodes                    # node types with their inputs and outputs
     python main.py reproduce IMAGE.png      # re-run an image's embedded workflow; exit 3 when pixels differ
+    python main.py models pull SOURCE       # download a model (https URL or Hugging Face org/repo/file), verified
+    python main.py models list              # installed models with kinds, sizes and sha256
 
 Workflows may be in the API format or ComfyUI's UI format (converted by executor.ui_format). Plugins from the
 data folder's custom_nodes/ and installed packages are loaded unless --disable-plugins.
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="send CORS headers allowing ORIGIN (default *) instead of refusing other origins")
     serve.add_argument("--enable-compress-response-body", action="store_true",
                        help="gzip JSON and text responses for clients that accept it")
+    serve.add_argument("--allow-model-pull", action="store_true",
+                       help="allow POST /models/pull beyond loopback (needs a token; always on for loopback)")
     serve.add_argument("--demo-if-empty", action="store_true",
                        help="write the tiny demo checkpoint when models/checkpoints has none")
     run = sub.add_parser("run", help="run a workflow headless and write its outputs")
@@ -57,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce = sub.add_parser("reproduce", help="re-run the workflow embedded in an image and compare pixels")
     reproduce.add_argument("image", type=Path)
     reproduce.add_argument("--save", type=Path, default=None, help="also write the reproduced PNG here")
+    reproduce.add_argument("--pull", action="store_true", help="first download the missing models it records")
+    add_models_parser(sub)
     sub.add_parser("demo-checkpoint", help="write the tiny random-weight demo checkpoint (produces noise)")
     return parser
 
@@ -183,6 +189,105 @@ class ProgressPrinter:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
+def add_models_parser(sub) -> None:
+    from nodes.paths import MODEL_FOLDERS
+
+    models = sub.add_parser("models", help="download and list models").add_subparsers(dest="models_command",
+                                                                                      required=True)
+    pull = models.add_parser("pull", help="download a model, or every missing model a workflow or PNG names")
+    pull.add_argument("source", nargs="?", help="https URL, or Hugging Face org/repo/path/file (or org/repo "
+                                                 "with --file)")
+    pull.add_argument("--for", dest="for_file", type=Path, metavar="FILE",
+                      help="a workflow JSON or PNG: pull every model it names that is missing and says where to get")
+    pull.add_argument("--kind", choices=MODEL_FOLDERS, default="checkpoints", help="model folder (default checkpoints)")
+    pull.add_argument("--name", help="file name in that folder (default: the source's file name)")
+    pull.add_argument("--sha256", help="expected sha256: a download with another hash is refused")
+    pull.add_argument("--file", help="the file in a Hugging Face repository")
+    pull.add_argument("--revision", help="Hugging Face branch, tag or commit (default main)")
+    pull.add_argument("--max-size", type=float, metavar="GB", help="refuse downloads larger than this")
+    listing = models.add_parser("list", help="installed models with kinds, sizes and sha256")
+    listing.add_argument("--kind", choices=MODEL_FOLDERS, action="append", help="only these folders")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    return cmd_models_pull(args) if args.models_command == "pull" else cmd_models_list(args)
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    """Exit 0 when every asked-for model is here, 1 when one could not be pulled."""
+    from nodes.identity import model_hashes
+    from nodes.pull import PullError, pull, resolve_source
+
+    if (args.source is None) == (args.for_file is None):
+        print("error: give either SOURCE or --for FILE", file=sys.stderr)
+        return 1
+    env = make_environment(args)
+    max_bytes = None if args.max_size is None else int(args.max_size * 2**30)
+    if args.for_file is not None:
+        return pull_for(args.for_file, env, max_bytes)
+    try:
+        pulled = pull(env.paths, model_hashes(env), args.kind, resolve_source(args.source, args.file, args.revision),
+                      name=args.name, sha256=args.sha256, max_bytes=max_bytes, progress=progress_bar(args.source))
+    except PullError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'present' if pulled.existed else 'pulled'}: {pulled.kind}/{pulled.name} sha256 {pulled.sha256}")
+    return 0
+
+
+def pull_for(path: Path, env, max_bytes: int | None = None) -> int:
+    from executor.model_sources import pull_missing
+    from nodes.identity import model_hashes
+
+    try:
+        outcomes = pull_missing(path, env.paths, model_hashes(env), max_bytes=max_bytes,
+                                progress=lambda model: progress_bar(model.describe()))
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    for outcome in outcomes:
+        if outcome.error is None:
+            print(f"pulled: {outcome.model.describe()} sha256 {outcome.pulled.sha256}")
+        else:
+            print(f"error: {outcome.model.describe()}: {outcome.error}", file=sys.stderr)
+    if not outcomes:
+        print(f"ok: every model {path.name} names is here")
+    return 1 if any(o.error for o in outcomes) else 0
+
+
+def progress_bar(label: str):
+    """A download progress line on stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int | None) -> None:
+        if total:
+            bar = "#" * int(20 * done / total)
+            print(f"\r\033[K{label} [{bar:.<20}] {done / 2**20:.1f}/{total / 2**20:.1f} MB", end="",
+                  file=sys.stderr, flush=True)
+            if done >= total:
+                print(file=sys.stderr)
+        else:
+            print(f"\r\033[K{label} {done / 2**20:.1f} MB", end="", file=sys.stderr, flush=True)
+    return show
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from nodes.identity import model_hashes
+    from nodes.paths import MODEL_FOLDERS
+
+    env = make_environment(args)
+    hashes = model_hashes(env)
+    for kind in args.kind or MODEL_FOLDERS:
+        folder = env.paths.models(kind)
+        for name in env.paths.model_files(kind):
+            path = folder / name
+            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else \
+                path.stat().st_size
+            print(f"{kind}\t{name}\t{size}\t{hashes.sha256(path)}")
+    return 0
+
+
 def cmd_nodes(args: argparse.Namespace) -> int:
     for spec in sorted(make_registry(args, make_environment(args)), key=lambda s: (s.category, s.name)):
         aliases = f" (also {', '.join(spec.aliases)})" if spec.aliases else ""
@@ -240,6 +345,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from executor.reproduce import reproduce
 
     env = make_environment(args)
+    if args.pull and pull_for(args.image, env) != 0:
+        print("error: a model it needs could not be pulled", file=sys.stderr)
+        return 1
     outcome = reproduce(args.image, make_registry(args, env), env)
     for note in outcome.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -254,7 +362,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes,
-            "demo-checkpoint": cmd_demo_checkpoint, "reproduce": cmd_reproduce}
+            "demo-checkpoint": cmd_demo_checkpoint, "reproduce": cmd_reproduce, "models": cmd_models}
 
 if __name__ == "__main__":
     try:

@@ -17,7 +17,8 @@ which are the ComfyUI frontend's:
 - Muted nodes (mode 2) are removed; bypassed nodes (mode 4) are removed and each consumer of output j (type T) is
   linked to what feeds the bypassed node's first input of type T.
 - Editor data goes to `_meta`: title, pos, size, collapsed, color, bgcolor, the groups whose area holds the node,
-  and, from the file's `models` list, `model_sha256` for inputs naming those files (`nodes.identity`).
+  the node's `properties.models` (where to get its model files) as `models`, and, from the file's `models` list,
+  `model_sha256` for inputs naming those files (`nodes.identity`).
 - Nothing is silently dropped: every removed node, lost link and left-over widget value is named in the
   conversion's `notes`. Unknown node types (and subgraphs, which we do not run) fail the conversion with every
   one of them named.
@@ -284,6 +285,9 @@ def _meta(node: Mapping[str, Any], spec: NodeSpec, groups: list[Mapping[str, Any
     for key in ("color", "bgcolor"):
         if node.get(key):
             meta[key] = node[key]
+    models = (node.get("properties") or {}).get("models") if isinstance(node.get("properties"), Mapping) else None
+    if isinstance(models, list):
+        meta["models"] = [m for m in models if isinstance(m, Mapping) and isinstance(m.get("name"), str)]
     if pos is not None:
         centre = _centre(node)
         inside = [g for g in groups if _contains(_box(g["bounding"]), centre)]

@@ -77,6 +77,28 @@ class ModelHashes:
             self._save()
         return digest
 
+    def record(self, path: Path, sha256: str, source: str | None = None) -> None:
+        """Remember a hash computed elsewhere (a verified download), and where the file came from."""
+        path = Path(path).resolve()
+        stat = path.stat()
+        entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
+        with self._lock:
+            self._load()[str(path)] = {**entry, "source": source} if source else entry
+            self._save()
+
+    def source(self, path: Path) -> str | None:
+        """The URL a file was pulled from, while the file is unchanged since."""
+        path = Path(path).resolve()
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        with self._lock:
+            entry = self._load().get(str(path))
+        if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+            return entry.get("source")
+        return None
+
     def find(self, folder: Path, names: list[str], sha256: str) -> str | None:
         """The first of `names` (relative to `folder`) whose content has this hash."""
         wanted = sha256.lower()
@@ -130,8 +152,9 @@ class ModelUse:
     kind: str
     name: str
 
-    def to_json(self, sha256: str | None) -> dict[str, Any]:
-        return {"node": self.node, "input": self.input, "kind": self.kind, "name": self.name, "sha256": sha256}
+    def to_json(self, sha256: str | None, source: str | None = None) -> dict[str, Any]:
+        record = {"node": self.node, "input": self.input, "kind": self.kind, "name": self.name, "sha256": sha256}
+        return {**record, "source": source} if source else record
 
 
 def model_uses(prompt: Mapping[str, Any], node_ids: list[str] | None = None) -> list[ModelUse]:
@@ -189,11 +212,13 @@ def run_record(ctx: Context) -> dict[str, Any]:
     models = []
     for use in model_uses(ctx.prompt, [ctx.node_id]) + embedding_uses(ctx.prompt, [ctx.node_id], ctx.env):
         try:
-            digest = hashes.sha256(ctx.env.paths.resolve(ctx.env.paths.models(use.kind), use.name))
+            path = ctx.env.paths.resolve(ctx.env.paths.models(use.kind), use.name)
+            digest = hashes.sha256(path)
         except (OSError, ValueError, KeyError) as exc:  # recorded as unknown rather than failing the save
             log.warning("cannot hash model %s/%s: %s", use.kind, use.name, exc)
-            digest = None
-        models.append(use.to_json(digest))
+            models.append(use.to_json(None))
+            continue
+        models.append(use.to_json(digest, hashes.source(path)))
     return {**environment_record(), "models": models}
 
 

@@ -27,7 +27,7 @@ from nodes.api import Environment
 from nodes.paths import DataPaths
 from nodes.registry import Registry
 from nodes.plugins import Plugins
-from server import comfy_server, routes_files, routes_info, routes_plugins, routes_prompt, routes_ws
+from server import comfy_server, routes_files, routes_info, routes_models, routes_plugins, routes_prompt, routes_ws
 from server.api import Route, add_routes
 from server.config import ExposureError, ServerConfig, listen_addresses
 from server.hub import Hub
@@ -42,7 +42,7 @@ log = logging.getLogger("latentloom.server")
 
 def api_routes() -> list[Route]:
     return [*routes_prompt.ROUTES, *routes_files.ROUTES, *routes_info.ROUTES, *routes_plugins.ROUTES,
-            *routes_ws.ROUTES]
+            *routes_ws.ROUTES, *routes_models.ROUTES]
 
 
 def create_app(config: ServerConfig | None = None, registry: Registry | None = None,
@@ -72,6 +72,7 @@ def create_app(config: ServerConfig | None = None, registry: Registry | None = N
     comfy_server.attach(app, app[HUB])  # routes packs put on PromptServer.instance.routes, before the editor's catch-all
     add_static_routes(app)
     app.cleanup_ctx.append(engine)
+    app.cleanup_ctx.append(routes_models.pull_pool)
     app.on_shutdown.append(close_websockets)
     return app
 

@@ -64,6 +64,7 @@ class ServerConfig:
     plugins: bool = True  # load custom_nodes/ and installed entry-point plugins (--disable-plugins: none)
     cors_origin: str | None = None  # --enable-cors-header [ORIGIN]: CORS headers instead of the origin check
     compress: bool = False  # --enable-compress-response-body: gzip JSON and text responses
+    allow_model_pull: bool = False  # --allow-model-pull: POST /models/pull beyond loopback (with a token)
 
     @property
     def loopback_only(self) -> bool:
@@ -94,4 +95,5 @@ class ServerConfig:
             disk_cache_bytes=int(getattr(args, "disk_cache", 0.0) * 2**30),
             cors_origin=getattr(args, "enable_cors_header", None),
             compress=bool(getattr(args, "enable_compress_response_body", False)),
+            allow_model_pull=bool(getattr(args, "allow_model_pull", False)),
         )

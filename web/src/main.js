@@ -16,6 +16,7 @@ import {
 import { installKeys, typingInto } from "./keys.js";
 import { definitionInputs, registerNodeTypes } from "./nodes.js";
 import { ErrorList, Notices, QueuePanel, renderHelp } from "./panels.js";
+import { ModelPulls } from "./pulls.js";
 import { RunState } from "./run.js";
 import { SearchBox } from "./search.js";
 import { bindDrop, bindRunStatus, bindToolbar } from "./ui.js";
@@ -56,6 +57,7 @@ export class Editor {
       cancel: (id) => this.cancel(id),
       open: (id, entry) => this.openHistory(id, entry),
     });
+    this.pulls = new ModelPulls(this);
     renderHelp($("#help"));
     await this.loadDefinitions();
     await this.openInitialWorkflow();
@@ -333,7 +335,7 @@ export class Editor {
   queueFailed(error) {
     if (error instanceof ApiError && error.status === 400 && error.body && typeof error.body === "object") {
       const lines = this.run.showValidation(error.body);
-      this.errors.show("The server refused the workflow", lines);
+      this.errors.show("The server refused the workflow", [...lines, ...this.pulls.offers(error.body)]);
     } else {
       this.notices.show(`Queueing failed: ${error.message}`, "error", 10000);
     }

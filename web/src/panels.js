@@ -1,6 +1,7 @@
 /**
  * Panels around the canvas: queue and history (cancel a pending prompt, open a past run's workflow and
- * images), the error list (the server's messages; a click centres the offending node), the shortcut help and
+ * images), the error list (the server's messages; a click centres the offending node; a line may carry an
+ * action button, e.g. Download for a missing model), the shortcut help and
  * short notices. Plain DOM; text always goes in through textContent.
  */
 
@@ -63,13 +64,23 @@ export class ErrorList {
     close.addEventListener("click", () => this.hide());
     head.append(heading, close);
     this.element.append(head);
-    for (const { nodeId, text } of lines) {
+    for (const { nodeId, text, action } of lines) {
       const line = document.createElement("div");
       line.className = "ll-error-line";
       line.textContent = text;
       if (nodeId != null) {
         line.dataset.node = nodeId;
         line.addEventListener("click", () => this.onPick(nodeId));
+      }
+      if (action) {
+        const button = document.createElement("button");
+        button.textContent = action.label;
+        button.addEventListener("click", (event) => {
+          event.stopPropagation();
+          button.disabled = true;
+          action.run();
+        });
+        line.append(" ", button);
       }
       this.element.append(line);
     }

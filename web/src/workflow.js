@@ -13,6 +13,8 @@
  *   reroutes                {"<input>": [[x, y], ...]} the reroute points of that input's link, from the source
  *                           towards the node (shared points are merged again on load)
  *   groups                  [{"title", "bounding": [x, y, w, h], "color"?}] the groups whose area holds the node
+ *   models                  [{"name", "url", "directory"}] where to get the model files the node names (ComfyUI's
+ *                           `properties.models`; kept in node.properties.models, offered for download)
  *
  * Loading never trusts the file: unknown node types become visible stand-ins that keep their entry, links
  * that litegraph refuses (type mismatch, missing slot) are reported, and nodes without positions are laid
@@ -75,6 +77,7 @@ function nodeMeta(node) {
   if (node.flags?.collapsed) meta.collapsed = true;
   if (node.color && !node.missingEntry) meta.color = node.color;
   if (node.bgcolor && !node.missingEntry) meta.bgcolor = node.bgcolor;
+  if (Array.isArray(node.properties?.models)) meta.models = node.properties.models;
   return meta;
 }
 
@@ -173,6 +176,7 @@ function createNode(graph, id, entry, report) {
   if (meta.color) node.color = meta.color;
   if (meta.bgcolor) node.bgcolor = meta.bgcolor;
   if (meta.collapsed) node.flags.collapsed = true;
+  if (Array.isArray(meta.models)) node.properties.models = meta.models;
   graph.add(node, true);
   return node;
 }

@@ -16,7 +16,8 @@ Rules, as ComfyUI applies them:
   out = mask·source + (1 − mask)·destination. The inputs are never modified.
 - ImageCrop: x and y are pulled back to at most width − 1 and height − 1; the window is cut where it runs off the
   image, so the result may be smaller than asked.
-- ImageScaleToTotalPixels: scale = √(megapixels·1024² / (W·H)); the new size is round(W·scale) × round(H·scale).
+- ImageScaleToTotalPixels: scale = √(⌊megapixels·1024²⌋ / (W·H)); the new size is round(W·scale) ×
+  round(H·scale).
 """
 from __future__ import annotations
 
@@ -192,6 +193,6 @@ class ImageScaleToTotalPixels(Node):
 
     def run(self, ctx: Context) -> Image:
         height, width = self.image.shape[1], self.image.shape[2]
-        scale = math.sqrt(self.megapixels * 1024 * 1024 / (width * height))
+        scale = math.sqrt(int(self.megapixels * 1024 * 1024) / (width * height))
         new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
         return resize(self.image.movedim(-1, 1), new_width, new_height, self.upscale_method).movedim(1, -1)

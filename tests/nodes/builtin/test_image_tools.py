@@ -257,6 +257,10 @@ def test_scale_to_total_pixels():
     out = ImageScaleToTotalPixels(image=rand(1, 16, 32, 3), upscale_method="bilinear", megapixels=0.01).run(None)
     assert out.shape == (1, 72, 145, 3)
     assert round(32 * math.sqrt(0.01 * 1024 * 1024 / 512)) == 145
+    # the pixel total is truncated first: 10506.5 → 10506 px, √ = 102.499 → 102 (103 without the truncation)
+    out = ImageScaleToTotalPixels(image=rand(1, 1, 1, 3), upscale_method="nearest-exact",
+                                  megapixels=10506.5 / 1024 ** 2).run(None)
+    assert out.shape == (1, 102, 102, 3)
 
 
 def test_latent_flip_and_rotate():

@@ -1,5 +1,6 @@
 """Image utility nodes ComfyUI users expect: ImageInvert, EmptyImage, ImageBatch, ImagePadForOutpaint,
-ImageCompositeMasked, ImageScaleToTotalPixels (ComfyUI's class names, inputs, defaults, ranges and categories).
+ImageCompositeMasked, ImageCrop, ImageScaleToTotalPixels (ComfyUI's class names, inputs, defaults, ranges and
+categories).
 
 Rules, as ComfyUI applies them:
 - ImageBatch: an image2 of another size is first resized to image1's, bilinear with a centre crop to image1's
@@ -13,7 +14,10 @@ Rules, as ComfyUI applies them:
   `resize_source`) is repeated or cut to the destination's batch and pasted with its top-left corner there, cut
   where it runs off the destination. An optional mask, resized bilinear to the source's size, blends:
   out = mask·source + (1 − mask)·destination. The inputs are never modified.
-- ImageScaleToTotalPixels: scale = √(megapixels·1024² / (W·H)); the new size is round(W·scale) × round(H·scale).
+- ImageCrop: x and y are pulled back to at most width − 1 and height − 1; the window is cut where it runs off the
+  image, so the result may be smaller than asked.
+- ImageScaleToTotalPixels: scale = √(⌊megapixels·1024²⌋ / (W·H)); the new size is round(W·scale) ×
+  round(H·scale).
 """
 from __future__ import annotations
 
@@ -162,7 +166,24 @@ class ImageCompositeMasked(Node):
         return out.movedim(1, -1)
 
 
-@node(category="image/upscaling", version="1.0.0", python_module="comfy_extras.nodes_post_processing")
+@node(category="image/transform", version="1.0.0", display_name="Image Crop", python_module="comfy_extras.nodes_images")
+class ImageCrop(Node):
+    """Cut a width × height window with its top-left corner at (x, y) out of images."""
+
+    image: Image = Input()
+    width: int = Input(512, ge=1, le=MAX_RESOLUTION, step=1)
+    height: int = Input(512, ge=1, le=MAX_RESOLUTION, step=1)
+    x: int = Input(0, ge=0, le=MAX_RESOLUTION, step=1)
+    y: int = Input(0, ge=0, le=MAX_RESOLUTION, step=1)
+
+    def run(self, ctx: Context) -> Image:
+        left = min(self.x, self.image.shape[2] - 1)
+        top = min(self.y, self.image.shape[1] - 1)
+        return self.image[:, top:top + self.height, left:left + self.width, :]
+
+
+@node(category="image/upscaling", version="1.0.0", display_name="Scale Image to Total Pixels",
+      python_module="comfy_extras.nodes_post_processing")
 class ImageScaleToTotalPixels(Node):
     """Resize images to about `megapixels` million pixels (×1024²), keeping the aspect ratio."""
 
@@ -172,6 +193,6 @@ class ImageScaleToTotalPixels(Node):
 
     def run(self, ctx: Context) -> Image:
         height, width = self.image.shape[1], self.image.shape[2]
-        scale = math.sqrt(self.megapixels * 1024 * 1024 / (width * height))
+        scale = math.sqrt(int(self.megapixels * 1024 * 1024) / (width * height))
         new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
         return resize(self.image.movedim(-1, 1), new_width, new_height, self.upscale_method).movedim(1, -1)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.api import Context, Input, Node, node
+from nodes.builtin.latent import usable
 from nodes.sd.vae import crop_to_multiple_of_8
 from nodes.types import Conditioning, Image, Latent, Mask, Vae
 
@@ -70,10 +71,9 @@ class VAEEncodeForInpaint(Node):
     grow_mask_by: int = Input(6, ge=0, le=64, step=1)
 
     def run(self, ctx: Context) -> Latent:
-        if self.vae is None:
-            raise ValueError("VAE is invalid: None (the checkpoint has no VAE; load one with VAELoader)")
+        vae = usable(self.vae)
         pixels, mask = inpaint_inputs(self.pixels, self.mask)
-        samples = self.vae.encode(grey_masked_pixels(pixels, mask))
+        samples = vae.encode(grey_masked_pixels(pixels, mask))
         return {"samples": samples, "noise_mask": grow_mask(mask, self.grow_mask_by)}
 
 
@@ -95,11 +95,10 @@ class InpaintModelConditioning(Node):
     noise_mask: bool = Input(True, tooltip="also limit sampling to the masked area (a noise mask on the latent)")
 
     def run(self, ctx: Context) -> InpaintConditioningOutputs:
-        if self.vae is None:
-            raise ValueError("VAE is invalid: None (the checkpoint has no VAE; load one with VAELoader)")
+        vae = usable(self.vae)
         pixels, mask = inpaint_inputs(self.pixels, self.mask)
-        concat = {"concat_latent_image": self.vae.encode(grey_masked_pixels(pixels, mask)), "concat_mask": mask}
-        latent = {"samples": self.vae.encode(pixels[..., :3])}
+        concat = {"concat_latent_image": vae.encode(grey_masked_pixels(pixels, mask)), "concat_mask": mask}
+        latent = {"samples": vae.encode(pixels[..., :3])}
         if self.noise_mask:
             latent["noise_mask"] = mask
         return InpaintConditioningOutputs([[cond, {**extras, **concat}] for cond, extras in self.positive],

@@ -1,4 +1,9 @@
-"""Latent nodes: empty latents, VAE encode/decode, and batch edits.
+"""Latent nodes: empty latents, VAE encode/decode (whole or tiled, `nodes.sd.vae`), and batch edits.
+
+VAEDecodeTiled and VAEEncodeTiled take tile_size and overlap in pixels (decoding divides both by 8); decoding
+uses tile_size // 4 as the overlap when the overlap is larger than that, as ComfyUI does. The temporal inputs
+only matter for video VAEs, which latentloom does not load: they are accepted and unused. Progress is reported
+per tile, over the three tilings averaged.
 
 RepeatLatentBatch and LatentFromBatch keep ComfyUI's `batch_index` bookkeeping: each batch item remembers which
 noise draw of its seed it gets (`nodes.sd.noise`), so an item taken from a batch, or a repeated batch, samples
@@ -7,9 +12,14 @@ sliced or repeated with the samples.
 """
 from __future__ import annotations
 
+import itertools
+from typing import Callable
+
 import torch
 
 from nodes.api import Context, Input, Node, node
+from nodes.sd import vae as vae_ops
+from nodes.sd.handles import VaeHandle
 from nodes.types import MAX_RESOLUTION, Image, Latent, Vae
 
 
@@ -25,6 +35,12 @@ class EmptyLatentImage(Node):
         return {"samples": torch.zeros([self.batch_size, 4, self.height // 8, self.width // 8])}
 
 
+def usable(vae: VaeHandle | None) -> VaeHandle:
+    if vae is None:
+        raise ValueError("VAE is invalid: None (the checkpoint has no VAE; load one with VAELoader)")
+    return vae
+
+
 @node(category="latent", version="1.0.0", display_name="VAE Decode")
 class VAEDecode(Node):
     """Decode latents into images."""
@@ -33,9 +49,7 @@ class VAEDecode(Node):
     vae: Vae = Input(tooltip="the VAE used to decode")
 
     def run(self, ctx: Context) -> Image:
-        if self.vae is None:
-            raise ValueError("VAE is invalid: None (the checkpoint has no VAE; load one with VAELoader)")
-        return self.vae.decode(self.samples["samples"])
+        return usable(self.vae).decode(self.samples["samples"])
 
 
 @node(category="latent", version="1.0.0", display_name="VAE Encode")
@@ -46,9 +60,54 @@ class VAEEncode(Node):
     vae: Vae = Input()
 
     def run(self, ctx: Context) -> Latent:
-        if self.vae is None:
-            raise ValueError("VAE is invalid: None (the checkpoint has no VAE; load one with VAELoader)")
-        return {"samples": self.vae.encode(self.pixels)}
+        return {"samples": usable(self.vae).encode(self.pixels)}
+
+
+def tile_reporter(ctx: Context, total: int) -> Callable[[], None]:
+    """A callback reporting tile n of `total` as the node's progress each time it is called."""
+    done = itertools.count(1)
+    return lambda: ctx.progress(next(done), total)
+
+
+TEMPORAL_SIZE_TIP = "Only used for video VAEs: Amount of frames to {} at a time."
+TEMPORAL_OVERLAP_TIP = "Only used for video VAEs: Amount of frames to overlap."
+
+
+@node(category="_for_testing", version="1.0.0", display_name="VAE Decode (Tiled)")
+class VAEDecodeTiled(Node):
+    """Decode latents tile by tile, for large images in little memory; seams are blended over the overlap."""
+
+    samples: Latent = Input()
+    vae: Vae = Input()
+    tile_size: int = Input(512, ge=64, le=4096, step=32)
+    overlap: int = Input(64, ge=0, le=4096, step=32)
+    temporal_size: int = Input(64, ge=8, le=4096, step=4, tooltip=TEMPORAL_SIZE_TIP.format("decode"))
+    temporal_overlap: int = Input(8, ge=4, le=4096, step=4, tooltip=TEMPORAL_OVERLAP_TIP)
+
+    def run(self, ctx: Context) -> Image:
+        vae, latent = usable(self.vae), self.samples["samples"]
+        overlap = self.overlap if self.tile_size >= 4 * self.overlap else self.tile_size // 4
+        tile, overlap = self.tile_size // vae_ops.DOWNSCALE, overlap // vae_ops.DOWNSCALE
+        total = vae_ops.tiled_steps(latent.shape[0], latent.shape[2], latent.shape[3], tile, overlap)
+        return vae.decode_tiled(latent, tile, overlap, tile_reporter(ctx, total))
+
+
+@node(category="_for_testing", version="1.0.0", display_name="VAE Encode (Tiled)")
+class VAEEncodeTiled(Node):
+    """Encode images tile by tile, for large images in little memory; seams are blended over the overlap."""
+
+    pixels: Image = Input()
+    vae: Vae = Input()
+    tile_size: int = Input(512, ge=64, le=4096, step=64)
+    overlap: int = Input(64, ge=0, le=4096, step=32)
+    temporal_size: int = Input(64, ge=8, le=4096, step=4, tooltip=TEMPORAL_SIZE_TIP.format("encode"))
+    temporal_overlap: int = Input(8, ge=4, le=4096, step=4, tooltip=TEMPORAL_OVERLAP_TIP)
+
+    def run(self, ctx: Context) -> Latent:
+        vae = usable(self.vae)
+        height, width = vae_ops.encoder_size(self.pixels)
+        total = vae_ops.tiled_steps(self.pixels.shape[0], height, width, self.tile_size, self.overlap)
+        return {"samples": vae.encode_tiled(self.pixels, self.tile_size, self.overlap, tile_reporter(ctx, total))}
 
 
 def _batch_index(latent: dict) -> list[int]:

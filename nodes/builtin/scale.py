@@ -7,8 +7,13 @@ Rules, as ComfyUI applies them:
 - `crop="center"` first cuts the input to the target's aspect ratio, centred (the offset on the longer side is
   round((old − old·new_aspect/old_aspect)/2)), then resizes.
 - Methods are `torch.nn.functional.interpolate` modes (no antialiasing, `align_corners=False`), except `lanczos`
-  (images only): each image through PIL's Lanczos filter as 8-bit RGB, as ComfyUI does. ComfyUI's `bislerp` is not
-  offered: a workflow naming it is refused at validation rather than resized differently.
+  (images only): each image through PIL's Lanczos filter as 8-bit RGB, as ComfyUI does; and `bislerp` (latents
+  only), ComfyUI's bilinear slerp: first along the width, then along the height, each output cell takes the two
+  input cells around bilinear's source position p = clamp((k + 0.5)·old/new − 0.5, 0, old − 1) (⌊p⌋ and
+  min(⌊p⌋ + 1, old − 1)) and blends their channel vectors a, b with ratio r = p − ⌊p⌋: the unit vectors are
+  slerped, (sin((1 − r)ω)·â + sin(rω)·b̂)/sin ω with cos ω = â·b̂, and scaled to the lerped length
+  (1 − r)|a| + r|b|. A zero vector's unit vector counts as 0; when â·b̂ > 1 − 1e−5 the result is a itself, when
+  â·b̂ < 1e−5 − 1 the plain lerp (1 − r)a + rb.
 - A LATENT's other keys (noise mask, batch index) are kept; the noise mask is resized by the sampler anyway.
 """
 from __future__ import annotations
@@ -23,7 +28,7 @@ from PIL import Image as PILImage
 from nodes.api import Context, Input, Node, node
 from nodes.types import MAX_RESOLUTION, Image, Latent
 
-LatentMethod = Literal["nearest-exact", "bilinear", "area", "bicubic"]
+LatentMethod = Literal["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
 ImageMethod = Literal["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 Crop = Literal["disabled", "center"]
 
@@ -46,6 +51,8 @@ def resize(samples: torch.Tensor, width: int, height: int, method: str, crop: st
         samples = centre_crop_to_aspect(samples, width, height)
     if method == "lanczos":
         return _lanczos(samples, width, height)
+    if method == "bislerp":
+        return bislerp(samples, width, height)
     return F.interpolate(samples, size=(height, width), mode=method)
 
 
@@ -56,6 +63,39 @@ def _lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
         resized = PILImage.fromarray(pixels).resize((width, height), resample=PILImage.Resampling.LANCZOS)
         out.append(torch.from_numpy(np.asarray(resized).astype(np.float32) / 255.0).movedim(-1, 0))
     return torch.stack(out).to(samples.device, samples.dtype)
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """The channel vectors (dim 1) of `a` and `b` blended by `ratio` as the module paragraph says."""
+    length_a, length_b = a.norm(dim=1, keepdim=True), b.norm(dim=1, keepdim=True)
+    unit_a = torch.where(length_a > 0, a / length_a, 0.0)
+    unit_b = torch.where(length_b > 0, b / length_b, 0.0)
+    dot = (unit_a * unit_b).sum(dim=1, keepdim=True)
+    omega = torch.acos(dot)  # NaN only where dot leaves [−1, 1], and there one of the two cases below applies
+    out = (torch.sin((1.0 - ratio) * omega) * unit_a + torch.sin(ratio * omega) * unit_b) / torch.sin(omega)
+    out = out * (length_a * (1.0 - ratio) + length_b * ratio)
+    out = torch.where(dot < 1e-5 - 1.0, a * (1.0 - ratio) + b * ratio, out)
+    return torch.where(dot > 1.0 - 1e-5, a, out)
+
+
+def _slerp_axis(samples: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """`samples` [B, C, H, W] resized along `dim` (2 or 3) to `size` cells by slerping neighbouring cells."""
+    old = samples.shape[dim]
+    # Bilinear interpolation of the cell indices gives bilinear's source positions, rounded as torch rounds them.
+    indices = torch.arange(old, dtype=torch.float32, device=samples.device).reshape(1, 1, old)
+    position = F.interpolate(indices, size=size, mode="linear")[0, 0]
+    lower = position.floor()
+    ratio = position - lower
+    lower = lower.long()
+    upper = (lower + 1).clamp(max=old - 1)
+    shape = (size, 1) if dim == 2 else (size,)
+    return _slerp(samples.index_select(dim, lower), samples.index_select(dim, upper), ratio.reshape(shape))
+
+
+def bislerp(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """ComfyUI's `bislerp`: [B, C, H, W] → [B, C, height, width], computed in float32."""
+    out = _slerp_axis(_slerp_axis(samples.float(), width, 3), height, 2)
+    return out.to(samples.dtype)
 
 
 def keep_aspect(width: int, height: int, old_width: int, old_height: int, least: int) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -96,3 +97,15 @@ class VaeHandle:
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         with self.manager.use(self.vae):
             return vae_ops.decode(self.vae, latent)
+
+    def encode_tiled(self, pixels: torch.Tensor, tile: int, overlap: int,
+                     on_tile: Callable[[], None] | None = None) -> torch.Tensor:
+        """`tile` and `overlap` in pixels; `on_tile()` after each tile (`vae_ops.tiled_steps` of them)."""
+        with self.manager.use(self.vae):
+            return vae_ops.encode_tiled(self.vae, pixels, tile, overlap, on_tile)
+
+    def decode_tiled(self, latent: torch.Tensor, tile: int, overlap: int,
+                     on_tile: Callable[[], None] | None = None) -> torch.Tensor:
+        """`tile` and `overlap` in latent cells; `on_tile()` after each tile (`vae_ops.tiled_steps` of them)."""
+        with self.manager.use(self.vae):
+            return vae_ops.decode_tiled(self.vae, latent, tile, overlap, on_tile)

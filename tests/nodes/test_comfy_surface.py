@@ -19,6 +19,7 @@ from executor.workflow import parse_workflow
 from nodes.api import Context, Environment
 from nodes.builtin import full_registry
 from nodes.builtin.image import SaveImage
+from nodes.builtin.scale import bislerp
 from nodes.comfy_compat import install
 from nodes.paths import DataPaths, UnsafePathError
 
@@ -242,8 +243,8 @@ def test_common_upscale_is_our_resize(registry):
     assert torch.equal(centred, torch.nn.functional.interpolate(samples[..., 2:10], size=(4, 4), mode="bilinear"))
     nearest = comfy.utils.common_upscale(samples, 24, 16, "nearest-exact", "disabled")
     assert torch.equal(nearest, samples.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
-    with pytest.raises(ValueError):
-        comfy.utils.common_upscale(samples, 4, 4, "bislerp", "disabled")
+    slerped = comfy.utils.common_upscale(samples, 4, 4, "bislerp", "center")
+    assert torch.equal(slerped, bislerp(samples[..., 2:10], 4, 4))
 
 
 def test_nodes_package_names(registry, env):

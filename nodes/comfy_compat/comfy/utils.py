@@ -9,7 +9,7 @@ running V1 node reports nothing. `node_id` (reporting for another node) is accep
 belongs to the node that runs.
 
 `common_upscale(samples, width, height, upscale_method, crop)` is our ImageScale/LatentUpscale resize
-(`nodes.builtin.scale.resize`): [B, C, H, W] tensors, the interpolate modes and `lanczos`; `bislerp` is refused.
+(`nodes.builtin.scale.resize`): [B, C, H, W] tensors, the interpolate modes, `lanczos` and `bislerp`.
 """
 from __future__ import annotations
 
@@ -54,6 +54,4 @@ def common_upscale(samples: Any, width: int, height: int, upscale_method: str, c
     """`samples` [B, C, H, W] resized to `height` × `width`; `crop="center"` first cuts to the target's aspect."""
     from nodes.builtin.scale import resize
 
-    if upscale_method == "bislerp":
-        raise ValueError("comfy.utils.common_upscale: latentloom does not offer 'bislerp'")
     return resize(samples, width, height, upscale_method, crop)

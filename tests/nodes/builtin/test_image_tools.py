@@ -18,7 +18,7 @@ from executor.validate import validate
 from executor.workflow import parse_workflow
 from nodes.api import Context, Environment
 from nodes.builtin import builtin_registry
-from nodes.builtin.image_tools import (ImageBatch, ImageCompositeMasked, ImagePadForOutpaint,
+from nodes.builtin.image_tools import (ImageBatch, ImageCompositeMasked, ImageCrop, ImagePadForOutpaint,
                                        ImageScaleToTotalPixels)
 from nodes.builtin.latent_tools import LatentCompositeMasked, LatentFlip, LatentRotate, LoadLatent
 from nodes.paths import DataPaths, UnsafePathError
@@ -79,6 +79,15 @@ def test_object_info_matches_comfyui(env):
                                                                                  "comfy_extras.nodes_mask")
     total = info["ImageScaleToTotalPixels"]
     assert total["input"]["required"]["megapixels"][1] == {"default": 1.0, "min": 0.01, "max": 16.0, "step": 0.01}
+    assert total["display_name"] == "Scale Image to Total Pixels"
+    crop = info["ImageCrop"]
+    size = {"default": 512, "min": 1, "max": 16384, "step": 1}
+    offset = {"default": 0, "min": 0, "max": 16384, "step": 1}
+    assert crop["input"]["required"] == {"image": ["IMAGE"], "width": ["INT", size], "height": ["INT", size],
+                                         "x": ["INT", offset], "y": ["INT", offset]}
+    assert crop["input_order"]["required"] == ["image", "width", "height", "x", "y"]
+    assert (crop["output"], crop["category"], crop["display_name"], crop["python_module"]) == (
+        ["IMAGE"], "image/transform", "Image Crop", "comfy_extras.nodes_images")
     assert (total["category"], total["python_module"]) == ("image/upscaling", "comfy_extras.nodes_post_processing")
     save, load = info["SaveLatent"], info["LoadLatent"]
     assert save["input"]["required"]["filename_prefix"] == ["STRING", {"default": "latents/ComfyUI"}]
@@ -105,6 +114,26 @@ def test_empty_image_invert_and_batch_through_the_executor(env):
     inverted = values["2"].outputs[0][0]
     assert torch.equal(inverted, (1.0 - want).expand(2, 3, 5, 3))
     assert torch.equal(values["3"].outputs[0][0], torch.cat([solid, inverted]))
+
+
+def test_image_crop_through_the_executor(env):
+    wf = {"1": {"class_type": "EmptyImage", "inputs": {"width": 6, "height": 5, "batch_size": 2, "color": 0}},
+          "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+          "3": {"class_type": "ImageCompositeMasked", "inputs": {"destination": ["1", 0], "source": ["2", 0], "x": 4,
+                                                                 "y": 3, "resize_source": False}},
+          "4": {"class_type": "ImageCrop", "inputs": {"image": ["3", 0], "width": 3, "height": 2, "x": 3, "y": 2}},
+          "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}}}
+    cropped = run(env, wf).values["4"].outputs[0][0]
+    want = torch.zeros(2, 2, 3, 3)
+    want[:, 1:, 1:] = 1.0  # the white block pasted at (4, 3) seen through the window at (3, 2)
+    assert torch.equal(cropped, want)
+
+
+def test_image_crop_cuts_at_the_edges():
+    image = rand(1, 5, 6, 3)
+    assert torch.equal(ImageCrop(image=image, width=4, height=4, x=4, y=1).run(None), image[:, 1:5, 4:6])
+    # x and y past the image are pulled back to its last column and row: a 1×1 result
+    assert torch.equal(ImageCrop(image=image, width=4, height=4, x=40, y=9).run(None), image[:, 4:5, 5:6])
 
 
 def test_image_batch_resizes_the_second_image():
@@ -228,6 +257,10 @@ def test_scale_to_total_pixels():
     out = ImageScaleToTotalPixels(image=rand(1, 16, 32, 3), upscale_method="bilinear", megapixels=0.01).run(None)
     assert out.shape == (1, 72, 145, 3)
     assert round(32 * math.sqrt(0.01 * 1024 * 1024 / 512)) == 145
+    # the pixel total is truncated first: 10506.5 → 10506 px, √ = 102.499 → 102 (103 without the truncation)
+    out = ImageScaleToTotalPixels(image=rand(1, 1, 1, 3), upscale_method="nearest-exact",
+                                  megapixels=10506.5 / 1024 ** 2).run(None)
+    assert out.shape == (1, 102, 102, 3)
 
 
 def test_latent_flip_and_rotate():

@@ -2,6 +2,8 @@
 computations: repetition, average pooling, PIL), and a hires-fix run on the tiny checkpoint."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from executor.validate import validate
 from executor.workflow import parse_workflow
 from nodes.api import Environment
 from nodes.builtin import builtin_registry
-from nodes.builtin.scale import ImageScale, ImageScaleBy, LatentUpscale, LatentUpscaleBy
+from nodes.builtin.scale import ImageScale, ImageScaleBy, LatentUpscale, LatentUpscaleBy, bislerp
 from nodes.paths import DataPaths
 from nodes.sd import tiny
 
@@ -34,13 +36,14 @@ def test_object_info_matches_comfyui(env):
     info = builtin_registry().object_info(env)
     up = info["LatentUpscale"]
     assert up["input_order"]["required"] == ["samples", "upscale_method", "width", "height", "crop"]
-    assert up["input"]["required"]["upscale_method"][0] == ["nearest-exact", "bilinear", "area", "bicubic"]
+    assert up["input"]["required"]["upscale_method"][0] == ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
     assert up["input"]["required"]["width"][1] == {"default": 512, "min": 0, "max": 16384, "step": 8}
     assert up["input"]["required"]["crop"][0] == ["disabled", "center"]
     by = info["LatentUpscaleBy"]["input"]["required"]["scale_by"][1]
     assert by == {"default": 1.5, "min": 0.01, "max": 8.0, "step": 0.01}
     image = info["ImageScale"]
-    assert image["input"]["required"]["upscale_method"][0][-1] == "lanczos"
+    assert image["input"]["required"]["upscale_method"][0] == ["nearest-exact", "bilinear", "area", "bicubic",
+                                                               "lanczos"]  # ComfyUI's images have no bislerp
     assert image["category"] == "image/upscaling" and info["ImageScaleBy"]["output"] == ["IMAGE"]
 
 
@@ -86,13 +89,79 @@ def test_image_methods():
         assert torch.equal(lanczos[k], torch.from_numpy(want.astype(np.float32) / 255.0))
 
 
-def test_bislerp_is_refused_at_validation(env):
+def slerp_by_hand(a, b, r):
+    """One pair of channel vectors (float64), from the formula: slerp of the unit vectors, lerped length."""
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    ua = a / na if na > 0 else np.zeros_like(a)
+    ub = b / nb if nb > 0 else np.zeros_like(b)
+    dot = float(ua @ ub)
+    if dot > 1 - 1e-5:
+        return a
+    if dot < 1e-5 - 1:
+        return (1 - r) * a + r * b
+    omega = math.acos(dot)
+    unit = (math.sin((1 - r) * omega) * ua + math.sin(r * omega) * ub) / math.sin(omega)
+    return unit * ((1 - r) * na + r * nb)
+
+
+def slerp_axis_by_hand(x, size, axis):
+    """x [C, H, W]: each new cell k along `axis` from bilinear's source position, clamped to the edges."""
+    old = x.shape[axis]
+    out_shape = list(x.shape)
+    out_shape[axis] = size
+    out = np.zeros(out_shape)
+    for k in range(size):
+        p = min(max((k + 0.5) * old / size - 0.5, 0.0), old - 1)
+        lo = math.floor(p)
+        hi = min(lo + 1, old - 1)
+        for m in range(x.shape[3 - axis]):  # the other spatial axis
+            if axis == 2:
+                out[:, m, k] = slerp_by_hand(x[:, m, lo], x[:, m, hi], p - lo)
+            else:
+                out[:, k, m] = slerp_by_hand(x[:, lo, m], x[:, hi, m], p - lo)
+    return out
+
+
+def bislerp_by_hand(x, width, height):
+    return slerp_axis_by_hand(slerp_axis_by_hand(x, width, 2), height, 1)
+
+
+@pytest.mark.parametrize("h, w, new_h, new_w", [(3, 5, 7, 4), (4, 4, 8, 8), (6, 5, 3, 2), (1, 3, 2, 6)])
+def test_bislerp_matches_the_formula(h, w, new_h, new_w):
+    src = latent(h, w, batch=2)["samples"]
+    got = bislerp(src, new_w, new_h)
+    assert got.shape == (2, 4, new_h, new_w) and got.dtype == torch.float32
+    for b in range(2):
+        want = bislerp_by_hand(src[b].double().numpy(), new_w, new_h)
+        assert np.allclose(got[b].numpy(), want, rtol=0, atol=2e-5)
+
+
+def test_bislerp_edge_cases():
+    a = torch.tensor([3.0, 4.0, 0.0, 0.0])  # |a| = 5
+    # 2 → 4 cells: positions 0 (clamped), 0.25, 0.75, 1 (clamped); cell 1 has ratio 0.25 between a and b
+    zero_mid = math.sin(0.75 * math.pi / 2) * (a / 5) * 3.75  # b = 0: ω = π/2, length 0.75·5
+    for b, want_mid in ((torch.zeros(4), zero_mid), (2 * a, a), (-a, 0.5 * a)):  # parallel: a; opposite: lerp
+        out = bislerp(torch.stack([a, b], dim=-1).reshape(1, 4, 1, 2), 4, 1)[0, :, 0]
+        assert torch.allclose(out[:, 1], want_mid, atol=1e-5)
+        assert torch.allclose(out[:, 0], a, atol=1e-6) and torch.allclose(out[:, 3], b, atol=1e-6)
+    half = bislerp(latent(2, 2)["samples"].half(), 3, 3)
+    assert half.dtype == torch.float16 and half.shape == (1, 4, 3, 3)
+
+
+def test_bislerp_through_the_executor(env):
     wf = {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
           "2": {"class_type": "LatentUpscaleBy", "inputs": {"samples": ["1", 0], "upscale_method": "bislerp",
-                                                            "scale_by": 2.0}},
-          "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
-    errors = validate(parse_workflow(wf), builtin_registry(), env).to_comfy()["node_errors"]
-    assert errors["2"]["errors"][0]["type"] == "value_not_in_list"
+                                                            "scale_by": 1.5}},
+          "3": {"class_type": "LatentUpscale", "inputs": {"samples": ["2", 0], "upscale_method": "bislerp",
+                                                          "width": 128, "height": 64, "crop": "center"}},
+          "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}}}
+    report = validate(parse_workflow(wf), builtin_registry(), env)
+    assert report.clean, report.to_comfy()
+    result = Executor(env).execute(report, prompt_id="p", prompt=wf)
+    assert result.success, result.error
+    # zeros stay zeros (zero vectors lerp); 8 → 12 cells, then 12×12 cut to 12×6 (aspect 2) and resized to 8×16
+    assert torch.equal(result.values["2"].outputs[0][0]["samples"], torch.zeros(1, 4, 12, 12))
+    assert torch.equal(result.values["3"].outputs[0][0]["samples"], torch.zeros(1, 4, 8, 16))
 
 
 def test_hires_fix_on_the_tiny_checkpoint(env):

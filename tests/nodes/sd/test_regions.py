@@ -17,6 +17,8 @@ from nodes.sd.denoiser import CFGDenoiser, ModelCond, UNetModel, match_opposite_
 from nodes.sd.regions import mask_bounds, resolve_area
 from tests.nodes.sd._sampling_helpers import conditioning, tiny_unet
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SIGMA = 2.0
 HW = (16, 16)
 
@@ -244,3 +246,19 @@ def test_bad_areas_are_refused():
         run(conditioning(1, mask=torch.ones(1, 1, 1, 16, 16)), [], 1.0, torch.randn(1, 4, *HW))
     assert resolve_area(("percentage", 0.5, 0.25, 0.5, 0.03), (16, 16)) == (8, 4, 8, 0)  # round half to even
     assert resolve_area(("percentage", 0.0, 0.0, 0.0, 0.0), (16, 16)) == (1, 1, 0, 0)
+
+
+def test_inpainting_concat_channels_are_cropped_with_the_area():
+    inpaint = tiny_unet(seed=4, in_channels=9)
+    latent = torch.randn(1, 4, *HW)
+    noise_mask = torch.zeros(1, 4, *HW)
+    noise_mask[..., 6:, :] = 1.0
+    seen = []
+    handle = inpaint.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+    pos = prepare_conditioning(conditioning(1, area=(8, 8, 4, 4)), inpaint.config, batch_size=1, latent_hw=HW,
+                               latent_image=latent, noise_mask=noise_mask)
+    CFGDenoiser(UNetModel(inpaint), pos, [], 1.0)(torch.randn(1, 4, *HW), torch.tensor([SIGMA]))
+    handle.remove()
+    (sample,) = seen
+    assert sample.shape == (1, 9, 8, 8)
+    assert torch.equal(sample[:, 4:5], noise_mask[:, :1, 4:12, 4:12]) and torch.equal(sample[:, 5:], latent[..., 4:12, 4:12])

@@ -28,8 +28,8 @@ Rules (reference §6.3, §6.6, §6.8), each chosen so that the UNet sees exactly
 
 Public API: `PREDICTIONS`, `calculate_input`, `calculate_denoised`, `noise_scaling`, `ModelCond`,
 `prepare_conditioning(...)`, `sdxl_time_ids(...)`, `UNetModel(unet, prediction="eps", schedule=None)`,
-`CFGDenoiser(model, positive, negative, cfg)`, `match_opposite_areas(sides)`, `MaskedDenoiser(inner, mask, latent_image, noise)`,
-`prepare_mask(mask, shape)`, `repeat_to_batch_size(t, n)`.
+`CFGDenoiser(model, positive, negative, cfg)`, `match_opposite_areas(sides)`,
+`MaskedDenoiser(inner, mask, latent_image, noise)`, `prepare_mask(mask, shape)`, `repeat_to_batch_size(t, n)`.
 """
 
 from __future__ import annotations
@@ -357,10 +357,10 @@ def match_opposite_areas(sides: list[list[ModelCond]]) -> list[list[ModelCond]]:
     """Give every entry with an area an equal on each other side (ComfyUI's rule, so a regional positive meets a
     negative on the same crop): a copy of it (area, weight, timestep range) with the model inputs of that side's
     smallest entry containing its area (an entry without area contains every area), unless that entry already has
-    exactly this area. Copies go to the end of the side, and only original entries of a side are matched."""
+    exactly this area. Copies go to the end of the other side (and, having an equal there, get no copies)."""
     sides = [list(side) for side in sides]
     for k, side in enumerate(sides):
-        for cond in list(side):
+        for cond in side:
             if cond.area is None:
                 continue
             for j, other in enumerate(sides):

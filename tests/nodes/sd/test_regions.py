@@ -40,14 +40,14 @@ class StubUNet(torch.nn.Module):
         return (0.5 * sample + context + sample.mean(dim=(2, 3), keepdim=True),)
 
 
-def x0(x, cond, box=None):
+def x0(x, cond, box=None, sigma=SIGMA):
     """The hand-computed x0 of one entry on its crop `box` = (h, w, y, x) of x."""
     if box is not None:
         h, w, y, left = box
         x = x[:, :, y:y + h, left:left + w]
-    xc = x / math.sqrt(SIGMA**2 + 1)
+    xc = x / math.sqrt(sigma**2 + 1)
     eps = 0.5 * xc + cond[0][0].mean() + xc.mean(dim=(2, 3), keepdim=True)
-    return x - SIGMA * eps
+    return x - sigma * eps
 
 
 def placed(value, box):
@@ -184,13 +184,11 @@ def test_timestep_range_combines_with_areas():
     unet = StubUNet()
     pos = prepare_conditioning(late + base, unet.config, batch_size=1, latent_hw=HW)
     denoiser = CFGDenoiser(UNetModel(unet), pos, [], 1.0)
-    low = torch.tensor([0.1])
-    expected = x - 0.1 * (0.5 * x / math.sqrt(1.01) + base[0][0].mean() + x.mean(dim=(2, 3), keepdim=True) / math.sqrt(1.01))
-    assert torch.allclose(denoiser(x, low), expected, atol=1e-5)
-    assert torch.allclose(denoiser(x, torch.tensor([SIGMA]))[:, :, 4:12, 4:12],
-                          blend([(placed(x0(x, late, (8, 8, 4, 4)), (8, 8, 4, 4)),
-                                  placed(torch.outer(RAMP_8_BOTH, RAMP_8_BOTH), (8, 8, 4, 4))),
-                                 (x0(x, base), ones())])[:, :, 4:12, 4:12], atol=1e-5)
+    assert torch.allclose(denoiser(x, torch.tensor([0.1])), x0(x, base, sigma=0.1), atol=1e-5)
+    box = (8, 8, 4, 4)
+    both = blend([(placed(x0(x, late, box), box), placed(torch.outer(RAMP_8_BOTH, RAMP_8_BOTH), box)),
+                  (x0(x, base), ones())])
+    assert torch.allclose(denoiser(x, torch.tensor([SIGMA])), both, atol=1e-5)
 
 
 def test_batched_areas_equal_separate_unet_calls_on_the_tiny_unet():
@@ -261,4 +259,5 @@ def test_inpainting_concat_channels_are_cropped_with_the_area():
     handle.remove()
     (sample,) = seen
     assert sample.shape == (1, 9, 8, 8)
-    assert torch.equal(sample[:, 4:5], noise_mask[:, :1, 4:12, 4:12]) and torch.equal(sample[:, 5:], latent[..., 4:12, 4:12])
+    assert torch.equal(sample[:, 4:5], noise_mask[:, :1, 4:12, 4:12])
+    assert torch.equal(sample[:, 5:], latent[..., 4:12, 4:12])

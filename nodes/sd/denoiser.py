@@ -12,30 +12,35 @@ Rules (reference §6.3, §6.6, §6.8), each chosen so that the UNet sees exactly
   crop_w, target_height, target_width] for the base model or [height, width, crop_h, crop_w, aesthetic_score]
   for the refiner, defaults 8 × the latent size, crops 0, aesthetic 6 / 2.5 on the negative side), and, for
   9-channel inpainting UNets, the concat channels [mask, masked-image latent] (defaults: mask 1 and the "blank"
-  latent). `strength`, `start_percent` and `end_percent` are honoured; `area`, `mask`, `control`, `gligen` and
-  `hooks` are refused with `NotImplementedError` rather than ignored.
+  latent). `strength`, `start_percent`, `end_percent`, `area`, `mask`, `mask_strength` and `set_area_to_bounds`
+  are honoured (areas and masks: `nodes.sd.regions`, reference §6.14); `control`, `gligen` and `hooks` are
+  refused with `NotImplementedError` rather than ignored.
+* Regions: an entry with an area is evaluated on its crop of the latent (its concat channels cropped alike);
+  every entry with an area gets an equal on the other side (`match_opposite_areas`).
 * CFG (`CFGDenoiser`): positive and negative entries run in **one** UNet batch (negative first, as ComfyUI
-  orders it); token lengths that differ are repeated up to their least common multiple when that is at most
-  4× the shorter one, otherwise they run as separate calls. Several entries on one side give the
-  strength-weighted average of their predictions. result = uncond + (cond − uncond)·cfg on the *denoised*
-  predictions; with cfg == 1 the negative is not evaluated.
+  orders it) when their crops have one size; token lengths that differ are repeated up to their least common
+  multiple when that is at most 4× the shorter one, otherwise they run as separate calls. Each side's prediction
+  is Σ prediction·mult / (1e-37 + Σ mult) per latent pixel, mult being the entry's strength or its per-pixel
+  weight (mask, feathered area edges). result = uncond + (cond − uncond)·cfg on the *denoised* predictions; with
+  cfg == 1 the negative is not evaluated.
 * Inpainting (`MaskedDenoiser`, mask 1 = regenerate): before each model call x ← x·m + (noise·σ + latent)·(1 − m),
   after it x0 ← x0·m + latent·(1 − m).
 
 Public API: `PREDICTIONS`, `calculate_input`, `calculate_denoised`, `noise_scaling`, `ModelCond`,
 `prepare_conditioning(...)`, `sdxl_time_ids(...)`, `UNetModel(unet, prediction="eps", schedule=None)`,
-`CFGDenoiser(model, positive, negative, cfg)`, `MaskedDenoiser(inner, mask, latent_image, noise)`,
-`prepare_mask(mask, shape)`, `repeat_to_batch_size(t, n)`.
+`CFGDenoiser(model, positive, negative, cfg)`, `match_opposite_areas(sides)`,
+`MaskedDenoiser(inner, mask, latent_image, noise)`, `prepare_mask(mask, shape)`, `repeat_to_batch_size(t, n)`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import torch
 
+from . import regions
 from .samplers.common import DenoiseFn
 from .schedules import DiscreteSchedule, sd_schedule
 
@@ -44,7 +49,7 @@ PREDICTIONS = ("eps", "v")
 #: Latent of an all-zero (grey) image per channel, the default masked image of SD inpainting models (scaled space).
 BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
 
-_UNSUPPORTED_COND_KEYS = ("area", "mask", "control", "gligen", "hooks")
+_UNSUPPORTED_COND_KEYS = ("control", "gligen", "hooks")
 
 
 def _view(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -125,19 +130,32 @@ class ModelCond:
     strength: float = 1.0
     sigma_start: float | None = None  # active only while σ ≤ sigma_start …
     sigma_end: float | None = None  # … and σ ≥ sigma_end
+    area: regions.Area | None = None  # the entry's area as resolved (may reach past the latent)
+    region: regions.Area | None = None  # the part of the latent the UNet sees for it (None: all of it)
+    mult: torch.Tensor | None = None  # [B, 1, h, w] weight per pixel of the region (None: `strength` everywhere)
 
     def to(self, device: torch.device) -> "ModelCond":
         """A copy with its tensors on `device`."""
         move = lambda t: None if t is None else t.to(device)
-        return ModelCond(
-            move(self.context), move(self.text_embeds), move(self.time_ids), move(self.concat),
-            self.strength, self.sigma_start, self.sigma_end,
-        )
+        return replace(self, context=move(self.context), text_embeds=move(self.text_embeds),
+                       time_ids=move(self.time_ids), concat=move(self.concat), mult=move(self.mult))
 
     def active(self, sigma: float) -> bool:
         if self.sigma_start is not None and sigma > self.sigma_start:
             return False
         return not (self.sigma_end is not None and sigma < self.sigma_end)
+
+    def crop(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The entry's region of a latent-shaped tensor ([B, C, h, w]), as a view."""
+        if self.region is None:
+            return tensor
+        h, w, y, x = self.region
+        return tensor[:, :, y:y + h, x:x + w]
+
+    def with_inputs_of(self, other: "ModelCond") -> "ModelCond":
+        """This entry's place, weight and timestep range with `other`'s model inputs (text, size, concat)."""
+        return replace(self, context=other.context, text_embeds=other.text_embeds, time_ids=other.time_ids,
+                       concat=other.concat)
 
 
 def sdxl_time_ids(unet_config: Any, extras: dict, pooled_dim: int, latent_hw, negative: bool) -> list[float]:
@@ -218,8 +236,25 @@ def prepare_conditioning(
             item.text_embeds = repeat_to_batch_size(pooled.to(torch.float32).cpu().reshape(-1, pooled.shape[-1]), batch_size)
             item.time_ids = torch.tensor([time_ids], dtype=torch.float32).repeat(batch_size, 1)
         item.concat = _concat(unet_config, extras, batch_size, tuple(latent_hw), latent_scale, latent_image, noise_mask)
-        out.append(item)
+        out.append(_place(item, extras, tuple(latent_hw), batch_size))
     return out
+
+
+def _place(item: ModelCond, extras: dict, latent_hw: tuple[int, int], batch_size: int) -> ModelCond:
+    """Set the entry's area, region and per-pixel weight from its `area` / `mask` options (`regions`)."""
+    area = regions.resolve_area(extras["area"], latent_hw) if "area" in extras else None
+    mask = regions.resolve_mask(extras["mask"], latent_hw) if "mask" in extras else None
+    if mask is not None and extras.get("set_area_to_bounds", False):
+        area = regions.mask_bounds(mask)
+    if area is None and mask is None:
+        return item
+    item.area = area
+    item.region = regions.clamp_area(area, latent_hw) if area is not None else (*latent_hw, 0, 0)
+    if mask is not None:
+        mask = repeat_to_batch_size(mask, batch_size)
+    item.mult = regions.multiplier(item.region, latent_hw, batch_size, item.strength, mask,
+                                   float(extras.get("mask_strength", 1.0)))
+    return item
 
 
 class UNetModel:
@@ -241,7 +276,8 @@ class UNetModel:
         return self.unet.dtype
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, conds: Sequence[ModelCond]) -> torch.Tensor:
-        """x0 for `x` ([N, C, h, w], N = batch × len(conds) stacked cond by cond) in one UNet call."""
+        """x0 for `x` ([N, C, h, w], N = batch × len(conds) stacked cond by cond, each cropped to its cond's
+        region) in one UNet call."""
         context = _concat_contexts([c.context for c in conds]).to(self.device, self.dtype)
         added = None
         if conds[0].text_embeds is not None:
@@ -251,7 +287,8 @@ class UNetModel:
             }
         xc = calculate_input(sigma, x)
         if conds[0].concat is not None:
-            xc = torch.cat([xc, torch.cat([c.concat for c in conds]).to(xc.device, xc.dtype)], dim=1)
+            concat = torch.cat([c.crop(c.concat) for c in conds])
+            xc = torch.cat([xc, concat.to(xc.device, xc.dtype)], dim=1)
         timestep = self.schedule.timestep(sigma).float()
         output = self.unet(
             xc.to(self.dtype), timestep, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False
@@ -280,8 +317,8 @@ class CFGDenoiser:
 
     def __init__(self, model: UNetModel, positive: Sequence[ModelCond], negative: Sequence[ModelCond], cfg: float):
         self.model = model
-        self.positive = [c.to(model.device) for c in positive]
-        self.negative = [c.to(model.device) for c in negative]
+        self.positive, self.negative = match_opposite_areas(
+            [[c.to(model.device) for c in positive], [c.to(model.device) for c in negative]])
         self.cfg = float(cfg)
         # cfg 1 makes the negative irrelevant; ComfyUI then skips it (its prediction counts as zeros).
         self.skip_negative = math.isclose(self.cfg, 1.0)
@@ -293,22 +330,59 @@ class CFGDenoiser:
         return uncond_pred + (cond_pred - uncond_pred) * self.cfg
 
     def _predict(self, x, sigma, sides: list[list[ModelCond]]) -> list[torch.Tensor]:
-        """The strength-weighted average prediction of each side, with batches shared across sides."""
+        """Each side's prediction: its entries' predictions on their regions, weighted per pixel by their `mult`
+        (or strength) and divided by the summed weights; batches are shared across sides."""
         level = float(sigma[0])
         todo = [(s, c) for s, side in enumerate(sides) for c in side if c.active(level)]
         sums = [torch.zeros_like(x) for _ in sides]
-        weights = [1e-37 for _ in sides]
+        counts = [torch.full_like(x, 1e-37) for _ in sides]
         while todo:
             # Like ComfyUI: take everything compatible with the first pending entry, last entries first, so the
             # usual positive + negative pair runs as one batch [negative, positive].
-            group = [item for item in todo if _can_batch(item[1], todo[0][1])][::-1]
+            first = todo[0][1]
+            group = [item for item in todo
+                     if item[1].crop(x).shape == first.crop(x).shape and _can_batch(item[1], first)][::-1]
             todo = [item for item in todo if all(item is not g for g in group)]
             batch = len(group)
-            denoised = self.model.denoise(torch.cat([x] * batch), torch.cat([sigma] * batch), [c for _, c in group])
+            crops = torch.cat([cond.crop(x) for _, cond in group])
+            denoised = self.model.denoise(crops, torch.cat([sigma] * batch), [c for _, c in group])
             for (side, cond), pred in zip(group, denoised.chunk(batch)):
-                sums[side] = sums[side] + pred * cond.strength
-                weights[side] += cond.strength
-        return [total / weight for total, weight in zip(sums, weights)]
+                mult = cond.strength if cond.mult is None else cond.mult
+                cond.crop(sums[side]).add_(pred * mult)
+                cond.crop(counts[side]).add_(mult)
+        return [total / count for total, count in zip(sums, counts)]
+
+
+def match_opposite_areas(sides: list[list[ModelCond]]) -> list[list[ModelCond]]:
+    """Give every entry with an area an equal on each other side (ComfyUI's rule, so a regional positive meets a
+    negative on the same crop): a copy of it (area, weight, timestep range) with the model inputs of that side's
+    smallest entry containing its area (an entry without area contains every area), unless that entry already has
+    exactly this area. Copies go to the end of the other side (and, having an equal there, get no copies)."""
+    sides = [list(side) for side in sides]
+    for k, side in enumerate(sides):
+        for cond in side:
+            if cond.area is None:
+                continue
+            for j, other in enumerate(sides):
+                if j == k:
+                    continue
+                host = _smallest_container(cond.area, other)
+                if host is not None and host.area != cond.area:
+                    other.append(cond.with_inputs_of(host))
+    return sides
+
+
+def _smallest_container(area: regions.Area, entries: Sequence[ModelCond]) -> ModelCond | None:
+    """The entry with the smallest area containing `area`, else the first entry without area, else None."""
+    best = None
+    for entry in entries:
+        if entry.area is None:
+            if best is None:
+                best = entry
+        elif regions.area_inside(area, entry.area) and (
+                best is None or best.area is None or regions.area_size(best.area) > regions.area_size(entry.area)):
+            best = entry
+    return best
 
 
 class MaskedDenoiser:

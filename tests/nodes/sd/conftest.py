@@ -45,15 +45,6 @@ def tiny_checkpoints(tmp_path_factory) -> TinyCheckpoints:
     return TinyCheckpoints(tmp_path_factory.mktemp("tiny_sd"))
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny models run faster on one thread than fighting over two shared cores; the setting is restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Tiny CLIP text models and the TextEncoders over them (text encoding and embedding tests).
 @pytest.fixture(scope="module")
 def clip_l():

@@ -146,8 +146,8 @@ def test_several_entries_average_by_strength_and_respect_timestep_range(unet):
 
 
 def test_refuses_unsupported_conditioning_options(unet):
-    with pytest.raises(NotImplementedError, match="area"):
-        prepared(conditioning(1, area=(8, 8, 0, 0)), unet)
+    with pytest.raises(NotImplementedError, match="gligen"):
+        prepared(conditioning(1, gligen=("position", None, [])), unet)
 
 
 def test_sdxl_added_conditioning(unet):

@@ -1,4 +1,5 @@
-"""Loading a Stable Diffusion checkpoint (SD1.x, SD2.x eps / v, SDXL base, inpainting) into diffusers modules.
+"""Loading a Stable Diffusion checkpoint (SD1.x, SD2.x eps / v, SDXL base and refiner, inpainting) into diffusers
+modules.
 
 `load_checkpoint(path)` reads a single-file checkpoint in the original layout: `families.detect` finds the
 family and shapes from the safetensors header, the modules are built from configs in code (`configs.py`) on the
@@ -54,7 +55,14 @@ except ImportError:  # transformers 4
 from nodes.sd import configs
 from nodes.sd.devices import DtypePolicy, dtype_policy
 from nodes.sd.errors import CheckpointError
-from nodes.sd.families import VAE_PREFIX, Architecture, ModelFamily, analyse_vae, detect, family_spec
+from nodes.sd.families import (
+    BASE_TIME_EMBEDDINGS,
+    REFINER_TIME_EMBEDDINGS,
+    VAE_PREFIX,
+    Architecture, ModelFamily,     analyse_vae,
+    detect,
+    family_spec,
+)
 from nodes.sd.statedict import StateDict, open_state_dict
 
 log = logging.getLogger(__name__)
@@ -198,7 +206,7 @@ def _fill(module: torch.nn.Module, sd: dict, path: Path, what: str, dtype: torch
 def load_diffusers_folder(
     path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | None = None
 ) -> Checkpoint:
-    """Load a diffusers folder (model_index.json with unet/, vae/, text_encoder/[, text_encoder_2/]).
+    """Load a diffusers folder (model_index.json with unet/, vae/, text_encoder/ and/or text_encoder_2/).
 
     Weights are read from safetensors files (an "fp16" variant when only that exists); `.bin` pickles only
     with allow_pickle. The family comes from the UNet config, the prediction type from scheduler/.
@@ -208,7 +216,7 @@ def load_diffusers_folder(
     dtypes = DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
     unet = _from_pretrained(UNet2DConditionModel, path, "unet", dtypes.unet, allow_pickle)
     name = _folder_family(unet.config, path)
-    roles = {"sd1": {"text_encoder": "l"}, "sd2": {"text_encoder": "h"}}.get(
+    roles = {"sd1": {"text_encoder": "l"}, "sd2": {"text_encoder": "h"}, "sdxl_refiner": {"text_encoder_2": "g"}}.get(
         name, {"text_encoder": "l", "text_encoder_2": "g"}
     )
     encoders = {}
@@ -266,12 +274,22 @@ def _from_pretrained(cls, root: Path, sub: str, dtype: torch.dtype, allow_pickle
 
 def _folder_family(config, path: Path) -> str:
     if config.get("addition_embed_type") == "text_time":
-        if config.get("projection_class_embeddings_input_dim") == 2560:
-            raise CheckpointError(path, "unknown architecture (SDXL refiner checkpoints are not supported)")
-        return "sdxl"
+        return _sdxl_folder_variant(config, path)
     if config.get("addition_embed_type") or config.get("class_embed_type"):
         raise CheckpointError(path, "unknown architecture (a UNet with class conditioning)")
     return "sd2" if config.get("use_linear_projection") else "sd1"
+
+
+def _sdxl_folder_variant(config, path: Path) -> str:
+    """The base model adds six size embeddings to the pooled CLIP-G vector, the refiner five (the last one the
+    aesthetic score); the pooled width is text_encoder_2's projection."""
+    encoder = path / "text_encoder_2" / "config.json"
+    pooled = _read_json(encoder, encoder, "unreadable text encoder config").get("projection_dim", 0)
+    count, rest = divmod(config["projection_class_embeddings_input_dim"] - pooled, config["addition_time_embed_dim"])
+    variant = {BASE_TIME_EMBEDDINGS: "sdxl", REFINER_TIME_EMBEDDINGS: "sdxl_refiner"}.get(count)
+    if rest or variant is None:
+        raise CheckpointError(path, f"unknown architecture (SDXL UNet with {count} size embeddings, not 5 or 6)")
+    return variant
 
 
 def _check_widths(path: Path, family: ModelFamily, unet, encoders: dict) -> None:

@@ -25,6 +25,10 @@ Public API (what the CheckpointLoaderSimple node wraps):
 - `load_diffusers_folder(path, *, allow_pickle=False, dtype=None) -> Checkpoint`
 - `load_model(path, **kw)`: either of the two, by whether `path` is a folder.
 - `load_vae_file(path, *, allow_pickle=False, dtype=None) -> AutoencoderKL`: a standalone VAE file.
+- For single-component files (`components.py`): `dtypes_for(dtype)`, `load_unet(state, arch, dtype)`,
+  `load_text_encoder(state, prefix, layout, kind, shape, dtype)`, `build_empty(path, what, make)` (a module on
+  the meta device) and `fill_weights(module, state_dict, path, what, dtype)` (assign its weights, check that
+  none is missing).
 - `CheckpointError` (re-exported from `errors`).
 """
 
@@ -86,6 +90,11 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+def dtypes_for(dtype: torch.dtype | None) -> DtypePolicy:
+    """One dtype for every component, or (None) the compute device's policy."""
+    return DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
+
+
 def load_model(path: str | Path, **kwargs) -> Checkpoint:
     """`load_diffusers_folder` for a folder, `load_checkpoint` for a file."""
     return load_diffusers_folder(path, **kwargs) if Path(path).is_dir() else load_checkpoint(path, **kwargs)
@@ -101,10 +110,13 @@ def load_checkpoint(
     path = Path(path)
     state = open_state_dict(path, allow_pickle=allow_pickle)
     arch = detect(state)
-    dtypes = DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
-    unet = _load_unet(state, arch, dtypes.unet)
+    dtypes = dtypes_for(dtype)
+    unet = load_unet(state, arch, dtypes.unet)
     vae = _load_vae(state, arch, dtypes.vae) if arch.vae is not None else None
-    encoders = {kind: _load_text_encoder(state, arch, kind, dtypes.text_encoder) for kind in arch.text_encoders}
+    encoders = {
+        kind: load_text_encoder(state, *keys, kind, arch.text_encoders[kind], dtypes.text_encoder)
+        for kind, keys in arch.text_encoder_keys.items()
+    }
     return Checkpoint(arch.family, unet, vae, encoders, path, dict(state.metadata))
 
 
@@ -120,11 +132,11 @@ def load_vae_file(
         vae_shape = analyse_vae(state.shapes, prefix)
     except Exception as exc:  # families' detection error for shapes no autoencoder has
         raise CheckpointError(state.path, f"unknown VAE architecture ({exc})") from None
-    dtypes = DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
+    dtypes = dtypes_for(dtype)
     config = configs.vae_config("sd1", vae_shape, prediction="eps")
-    vae = _build(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
+    vae = build_empty(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
     tensors = {VAE_PREFIX + k[len(prefix):]: v for k, v in _under(state, prefix, dtypes.vae).items()}
-    return _fill(vae, convert_ldm_vae_checkpoint(tensors, config), state.path, "VAE", dtypes.vae)
+    return fill_weights(vae, convert_ldm_vae_checkpoint(tensors, config), state.path, "VAE", dtypes.vae)
 
 
 def _under(state: StateDict, prefix: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -132,38 +144,41 @@ def _under(state: StateDict, prefix: str, dtype: torch.dtype) -> dict[str, torch
     return state.tensors((k for k in state.shapes if k.startswith(prefix)), dtype=dtype)
 
 
-def _load_unet(state: StateDict, arch: Architecture, dtype: torch.dtype) -> UNet2DConditionModel:
+def load_unet(state: StateDict, arch: Architecture, dtype: torch.dtype) -> UNet2DConditionModel:
+    """The UNet of a detected file (`families.detect`), as `dtype`."""
     family = arch.family
     config = configs.unet_config(family.name, arch.unet, prediction=family.prediction)
-    unet = _build(state.path, "UNet", lambda: UNet2DConditionModel.from_config(config))
+    unet = build_empty(state.path, "UNet", lambda: UNet2DConditionModel.from_config(config))
     # diffusers' converter only looks under the usual prefix; files using another one are renamed to it.
     tensors = {LDM_UNET_KEY + k[len(arch.unet_prefix):]: v for k, v in _under(state, arch.unet_prefix, dtype).items()}
     converted = convert_ldm_unet_checkpoint(tensors, config)
-    return _fill(unet, converted, state.path, "UNet", dtype)
+    return fill_weights(unet, converted, state.path, "UNet", dtype)
 
 
 def _load_vae(state: StateDict, arch: Architecture, dtype: torch.dtype) -> AutoencoderKL:
     config = configs.vae_config(arch.family.name, arch.vae, prediction=arch.family.prediction)
-    vae = _build(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
+    vae = build_empty(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
     converted = convert_ldm_vae_checkpoint(_under(state, VAE_PREFIX, dtype), config)
-    return _fill(vae, converted, state.path, "VAE", dtype)
+    return fill_weights(vae, converted, state.path, "VAE", dtype)
 
 
-def _load_text_encoder(state: StateDict, arch: Architecture, kind: str, dtype: torch.dtype) -> TextEncoder:
-    shape = arch.text_encoders[kind]
-    prefix, layout = arch.text_encoder_keys[kind]
+def load_text_encoder(
+    state: StateDict, prefix: str, layout: str, kind: str, shape: configs.CLIPShape, dtype: torch.dtype
+) -> TextEncoder:
+    """The text encoder under `prefix` in `layout` ("hf" or "open_clip") with `shape`, as `dtype`."""
     cls = CLIPTextModelWithProjection if shape.projection_dim is not None else CLIPTextModel
-    model = _build(state.path, f"text encoder {kind}", lambda: cls(configs.clip_text_config(kind, shape)))
+    model = build_empty(state.path, f"text encoder {kind}", lambda: cls(configs.clip_text_config(kind, shape)))
     tensors = _under(state, prefix, dtype)
     if layout == "hf":
-        converted = convert_ldm_clip_checkpoint(tensors, remove_prefix=prefix)
+        # Bare keys (a text-encoder file) already are transformers' names; the converter only strips prefixes.
+        converted = convert_ldm_clip_checkpoint(tensors, remove_prefix=prefix) if prefix else tensors
     else:
         neutral = {_OPEN_CLIP_NEUTRAL + k[len(prefix):]: v for k, v in tensors.items()}
         converted = convert_open_clip_checkpoint(model, neutral, prefix=_OPEN_CLIP_NEUTRAL)
-    return _fill(model, _match_text_model_prefix(model, converted), state.path, f"text encoder {kind}", dtype)
+    return fill_weights(model, _match_text_model_prefix(model, converted), state.path, f"text encoder {kind}", dtype)
 
 
-def _build(path: Path, what: str, make):
+def build_empty(path: Path, what: str, make):
     """Build a module on the meta device: parameters get no storage and no random initialisation."""
     try:
         # no_init_weights: transformers would still run its initialisers over the meta tensors (a fifth of an
@@ -182,7 +197,7 @@ def _match_text_model_prefix(model: TextEncoder, sd: dict[str, torch.Tensor]) ->
     return bare
 
 
-def _fill(module: torch.nn.Module, sd: dict, path: Path, what: str, dtype: torch.dtype) -> torch.nn.Module:
+def fill_weights(module: torch.nn.Module, sd: dict, path: Path, what: str, dtype: torch.dtype) -> torch.nn.Module:
     """Assign `sd` into a meta-device `module`, check nothing is left unset, convert to `dtype` once."""
     try:
         result = module.load_state_dict(sd, strict=False, assign=True)
@@ -213,7 +228,7 @@ def load_diffusers_folder(
     """
     path = Path(path)
     index = _read_json(path / "model_index.json", path, "not a diffusers folder (no readable model_index.json)")
-    dtypes = DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
+    dtypes = dtypes_for(dtype)
     unet = _from_pretrained(UNet2DConditionModel, path, "unet", dtypes.unet, allow_pickle)
     name = _folder_family(unet.config, path)
     roles = {"sd1": {"text_encoder": "l"}, "sd2": {"text_encoder": "h"}, "sdxl_refiner": {"text_encoder_2": "g"}}.get(

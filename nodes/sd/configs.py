@@ -20,7 +20,8 @@ Public API:
 - `vae_config(family, shape) -> dict` for `AutoencoderKL.from_config`.
 - `clip_text_config(kind, shape) -> CLIPTextConfig` (kind "l", "h" or "g").
 - `reference_configs(family, *, prediction="eps", inpaint=False) -> ComponentConfigs` for the real models.
-- `SD1_UNET`, `SD2_UNET`, `SDXL_UNET`, `SDXL_REFINER_UNET`, `SD_VAE`, `CLIP_L`, `OPENCLIP_H`, `OPENCLIP_G`: full-size shapes.
+- `SD1_UNET`, `SD2_UNET`, `SDXL_UNET`, `SDXL_REFINER_UNET`, `SD_VAE`, `CLIP_L`, `OPENCLIP_H`, `OPENCLIP_G`:
+  full-size shapes.
 """
 
 from __future__ import annotations

@@ -159,29 +159,46 @@ def test_checkpoint_loader_ignores_the_config(env):
 
 @pytest.fixture(scope="module")
 def taesd(env):
-    torch.manual_seed(3)
-    tiny_ae = AutoencoderTiny().eval()
-    encoder, decoder = original_layout.taesd_to_original(tiny_ae.state_dict())
+    """TAESD and TAESDXL (same architecture, other weights) written as their encoder and decoder files."""
     folder = env.paths.models("vae_approx")
-    _save(encoder, folder / "taesd_encoder.safetensors")
-    _save(decoder, folder / "taesd_decoder.safetensors")
-    _save(encoder, folder / "taesdxl_encoder.safetensors")  # no decoder: taesdxl is not offered
-    return tiny_ae
+    built = {}
+    for seed, name in enumerate(("taesd", "taesdxl")):
+        torch.manual_seed(seed)
+        built[name] = AutoencoderTiny().eval()
+        encoder, decoder = original_layout.taesd_to_original(built[name].state_dict())
+        _save(encoder, folder / f"{name}_encoder.safetensors")
+        _save(decoder, folder / f"{name}_decoder.safetensors")
+    return built
 
 
-def test_vae_loader_offers_and_loads_taesd(env, taesd):
-    scale = 0.18215  # taesd pairs with SD1/SD2 latents
-    info = builtin_registry().object_info(env)
-    assert info["VAELoader"]["input"]["required"]["vae_name"][0] == ["taesd", "pixel_space"]
+def vae_names(env) -> list[str]:
+    return builtin_registry().object_info(env)["VAELoader"]["input"]["required"]["vae_name"][0]
+
+
+@pytest.mark.parametrize(("name", "scale"), [("taesd", 0.18215), ("taesdxl", 0.13025)])
+def test_vae_loader_loads_taesd_with_its_latent_scale(env, taesd, name, scale):
     g = torch.Generator().manual_seed(1)
     pixels = torch.rand(1, 32, 40, 3, generator=g)
     latent = torch.randn(1, 4, 4, 5, generator=g)
-    handle = call(env, "VAELoader", vae_name="taesd")
+    handle = call(env, "VAELoader", vae_name=name)
     with torch.no_grad():
-        decoded = ((taesd.decode(latent * scale).sample + 1) / 2).clamp(0, 1).movedim(1, -1)
-        encoded = taesd.encode(pixels.movedim(-1, 1) * 2 - 1).latents / scale
+        decoded = ((taesd[name].decode(latent * scale).sample + 1) / 2).clamp(0, 1).movedim(1, -1)
+        encoded = taesd[name].encode(pixels.movedim(-1, 1) * 2 - 1).latents / scale
     assert torch.equal(handle.decode(latent), decoded)
     assert torch.equal(handle.encode(pixels), encoded)
+
+
+def test_vae_loader_offers_taesd_only_with_both_halves(env, taesd):
+    assert vae_names(env) == ["taesd", "taesdxl", "pixel_space"]
+    decoder = env.paths.models("vae_approx") / "taesdxl_decoder.safetensors"
+    kept = decoder.read_bytes()
+    decoder.unlink()
+    try:
+        assert vae_names(env) == ["taesd", "pixel_space"]
+        with pytest.raises(FileNotFoundError, match="taesdxl_decoder"):
+            call(env, "VAELoader", vae_name="taesdxl")
+    finally:
+        decoder.write_bytes(kept)
     with pytest.raises(ValueError, match="pixel-space"):
         call(env, "VAELoader", vae_name="pixel_space")
 

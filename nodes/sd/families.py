@@ -34,7 +34,16 @@ from typing import Literal
 
 import torch
 
-from nodes.sd.configs import LATENT_SCALE, SDXL_FAMILIES, CLIPShape, EncoderKind, FamilyName, UNetShape, VAEShape, unet_config
+from nodes.sd.configs import (
+    LATENT_SCALE,
+    SDXL_FAMILIES,
+    CLIPShape,
+    EncoderKind,
+    FamilyName,
+    UNetShape,
+    VAEShape,
+    unet_config,
+)
 from nodes.sd.errors import CheckpointError
 from nodes.sd.statedict import StateDict
 
@@ -50,6 +59,8 @@ TEXT_ENCODER_KEYS: dict[str, dict[str, tuple[str, str]]] = {
     "sdxl_refiner": {"g": ("conditioner.embedders.0.model.", "open_clip")},
 }
 V_PRED_STD_THRESHOLD = 0.09
+# How many size embeddings SDXL's y appends to the pooled CLIP-G vector: the refiner's fifth is the aesthetic score.
+REFINER_TIME_EMBEDDINGS, BASE_TIME_EMBEDDINGS = 5, 6
 
 
 @dataclass(frozen=True)
@@ -190,11 +201,8 @@ def _reject_unsupported(shapes: dict[str, tuple[int, ...]]) -> None:
         raise _Unknown("EDM-parameterised SDXL models (Playground 2.5 and the like) are not supported")
 
 
-REFINER_TIME_EMBEDDINGS, BASE_TIME_EMBEDDINGS = 5, 6
-
-
 def _sdxl_variant(shapes: dict[str, tuple[int, ...]], unet: UNetShape) -> FamilyName:
-    """"sdxl_refiner" or "sdxl" for a UNet with SDXL's adm input (see the module's rules)."""
+    """The family of a UNet with SDXL's adm input: the refiner's or the base model's (see the module's rules)."""
     for name, kind in (("sdxl_refiner", "g"), ("sdxl", "l")):  # the text encoder kept as embedder 0
         if any(k.startswith(TEXT_ENCODER_KEYS[name][kind][0]) for k in shapes):
             return name

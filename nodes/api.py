@@ -282,7 +282,9 @@ def _input_spec(where: str, name: str, annotation: Any, info: FieldInfo) -> Inpu
         elif isinstance(meta, (annotated_types.Gt, annotated_types.Lt)):
             raise NodeDeclarationError(f"{where}: input {name!r}: use ge/le (ComfyUI min/max are inclusive)")
     default = info.default
-    if tinfo.options is not None and default is not PydanticUndefined and str(default) not in tinfo.options:
+    # An optional combo may default to None (absent), as ComfyUI's combos without a "default" option.
+    if (tinfo.options is not None and default is not PydanticUndefined and str(default) not in tinfo.options
+            and not (optional and default is None)):
         raise NodeDeclarationError(f"{where}: input {name!r}: default {default!r} is not one of its options")
     if default is not PydanticUndefined and isinstance(default, (int, float)) and not isinstance(default, bool):
         if (lo is not None and default < lo) or (hi is not None and default > hi):

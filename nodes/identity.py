@@ -212,7 +212,7 @@ def run_record(ctx: Context) -> dict[str, Any]:
     models = []
     for use in model_uses(ctx.prompt, [ctx.node_id]) + embedding_uses(ctx.prompt, [ctx.node_id], ctx.env):
         try:
-            path = ctx.env.paths.resolve(ctx.env.paths.models(use.kind), use.name)
+            path = ctx.env.paths.model_path(use.kind, use.name)
             digest = hashes.sha256(path)
         except (OSError, ValueError, KeyError) as exc:  # recorded as unknown rather than failing the save
             log.warning("cannot hash model %s/%s: %s", use.kind, use.name, exc)

@@ -13,7 +13,11 @@ from pathlib import Path
 MODEL_FOLDERS = ("checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
                  "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen",
                  "upscale_models", "hypernetworks", "photomaker", "classifiers")
+# ComfyUI's legacy folder names, searched too: `models/clip` for text encoders, `models/unet` (first) for diffusion
+# models; `model_files` lists both folders' files, `model_path` finds a name in the first folder holding it.
+MODEL_FOLDER_ALIASES = {"text_encoders": ("text_encoders", "clip"), "diffusion_models": ("unet", "diffusion_models")}
 MODEL_EXTENSIONS = (".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft")
+FOLDER_EXTENSIONS = {"configs": (".yaml",)}  # folders whose files are not model weights
 DATA_DIR_ENV = "LATENTLOOM_DATA_DIR"
 
 
@@ -52,9 +56,22 @@ class DataPaths:
             raise KeyError(f"unknown model folder {kind!r}")
         return self._dir("models", kind)
 
+    def model_dirs(self, kind: str) -> list[Path]:
+        """The folders holding models of `kind`, in search order (see `MODEL_FOLDER_ALIASES`)."""
+        self.models(kind)  # checks the kind
+        return [self._dir("models", name) for name in MODEL_FOLDER_ALIASES.get(kind, (kind,))]
+
+    def model_path(self, kind: str, name: str) -> Path:
+        """The file (or diffusers folder) `name` of `kind`: in the first of `model_dirs` that has it."""
+        paths = [self.resolve(folder, name) for folder in self.model_dirs(kind)]
+        return next((path for path in paths if path.exists()), paths[0])
+
     def model_files(self, kind: str) -> list[str]:
         """Model files of a kind: sorted relative paths with '/' separators (diffusers folders as folder names)."""
-        base = self.models(kind)
+        extensions = FOLDER_EXTENSIONS.get(kind, MODEL_EXTENSIONS)
+        return sorted({name for folder in self.model_dirs(kind) for name in self._model_files(folder, extensions)})
+
+    def _model_files(self, base: Path, extensions: tuple[str, ...]) -> list[str]:
         found = []
         for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -63,8 +80,8 @@ class DataPaths:
                 found.append(here.relative_to(base).as_posix())
                 dirnames[:] = []
                 continue
-            found += [(here / f).relative_to(base).as_posix() for f in filenames if f.endswith(MODEL_EXTENSIONS)]
-        return sorted(found)
+            found += [(here / f).relative_to(base).as_posix() for f in filenames if f.endswith(extensions)]
+        return found
 
     def input_files(self) -> list[str]:
         base = self.input

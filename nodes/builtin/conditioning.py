@@ -75,3 +75,24 @@ class CLIPTextEncodeSDXL(Node):
     @classmethod
     def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
         return embeddings_fingerprint(env, inputs, ("text_g", "text_l"))
+
+
+@node(category="advanced/conditioning", version="1.0.0", python_module="comfy_extras.nodes_clip_sdxl")
+class CLIPTextEncodeSDXLRefiner(Node):
+    """Encode a prompt for the SDXL refiner, with the aesthetic score it is told to aim for (6 for the positive
+    prompt; workflows give the negative 2.5) and the image size (size conditioning)."""
+
+    ascore: float = Input(6.0, ge=0.0, le=1000.0, step=0.01)
+    width: int = Input(1024, ge=0, le=MAX_RESOLUTION)
+    height: int = Input(1024, ge=0, le=MAX_RESOLUTION)
+    text: str = Input(multiline=True, dynamic_prompts=True)
+    clip: Clip = Input()
+
+    def run(self, ctx: Context) -> Conditioning:
+        cond, pooled = self.clip.encode(self.text, embedding_library(ctx.env))
+        extras = {"aesthetic_score": self.ascore, "width": self.width, "height": self.height}
+        return [[cond, {"pooled_output": pooled, **extras}]]
+
+    @classmethod
+    def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
+        return embeddings_fingerprint(env, inputs, ("text",))

@@ -1,4 +1,5 @@
-"""Loading a Stable Diffusion checkpoint (SD1.x, SD2.x eps / v, SDXL base, inpainting) into diffusers modules.
+"""Loading a Stable Diffusion checkpoint (SD1.x, SD2.x eps / v, SDXL base and refiner, inpainting) into diffusers
+modules.
 
 `load_checkpoint(path)` reads a single-file checkpoint in the original layout: `families.detect` finds the
 family and shapes from the safetensors header, the modules are built from configs in code (`configs.py`) on the
@@ -24,6 +25,10 @@ Public API (what the CheckpointLoaderSimple node wraps):
 - `load_diffusers_folder(path, *, allow_pickle=False, dtype=None) -> Checkpoint`
 - `load_model(path, **kw)`: either of the two, by whether `path` is a folder.
 - `load_vae_file(path, *, allow_pickle=False, dtype=None) -> AutoencoderKL`: a standalone VAE file.
+- For single-component files (`components.py`): `dtypes_for(dtype)`, `load_unet(state, arch, dtype)`,
+  `load_text_encoder(state, prefix, layout, kind, shape, dtype)`, `build_empty(path, what, make)` (a module on
+  the meta device) and `fill_weights(module, state_dict, path, what, dtype)` (assign its weights, check that
+  none is missing).
 - `CheckpointError` (re-exported from `errors`).
 """
 
@@ -54,7 +59,14 @@ except ImportError:  # transformers 4
 from nodes.sd import configs
 from nodes.sd.devices import DtypePolicy, dtype_policy
 from nodes.sd.errors import CheckpointError
-from nodes.sd.families import VAE_PREFIX, Architecture, ModelFamily, analyse_vae, detect, family_spec
+from nodes.sd.families import (
+    BASE_TIME_EMBEDDINGS,
+    REFINER_TIME_EMBEDDINGS,
+    VAE_PREFIX,
+    Architecture, ModelFamily,     analyse_vae,
+    detect,
+    family_spec,
+)
 from nodes.sd.statedict import StateDict, open_state_dict
 
 log = logging.getLogger(__name__)
@@ -78,6 +90,11 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+def dtypes_for(dtype: torch.dtype | None) -> DtypePolicy:
+    """One dtype for every component, or (None) the compute device's policy."""
+    return DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
+
+
 def load_model(path: str | Path, **kwargs) -> Checkpoint:
     """`load_diffusers_folder` for a folder, `load_checkpoint` for a file."""
     return load_diffusers_folder(path, **kwargs) if Path(path).is_dir() else load_checkpoint(path, **kwargs)
@@ -93,10 +110,13 @@ def load_checkpoint(
     path = Path(path)
     state = open_state_dict(path, allow_pickle=allow_pickle)
     arch = detect(state)
-    dtypes = DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
-    unet = _load_unet(state, arch, dtypes.unet)
+    dtypes = dtypes_for(dtype)
+    unet = load_unet(state, arch, dtypes.unet)
     vae = _load_vae(state, arch, dtypes.vae) if arch.vae is not None else None
-    encoders = {kind: _load_text_encoder(state, arch, kind, dtypes.text_encoder) for kind in arch.text_encoders}
+    encoders = {
+        kind: load_text_encoder(state, *keys, kind, arch.text_encoders[kind], dtypes.text_encoder)
+        for kind, keys in arch.text_encoder_keys.items()
+    }
     return Checkpoint(arch.family, unet, vae, encoders, path, dict(state.metadata))
 
 
@@ -112,11 +132,11 @@ def load_vae_file(
         vae_shape = analyse_vae(state.shapes, prefix)
     except Exception as exc:  # families' detection error for shapes no autoencoder has
         raise CheckpointError(state.path, f"unknown VAE architecture ({exc})") from None
-    dtypes = DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
+    dtypes = dtypes_for(dtype)
     config = configs.vae_config("sd1", vae_shape, prediction="eps")
-    vae = _build(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
+    vae = build_empty(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
     tensors = {VAE_PREFIX + k[len(prefix):]: v for k, v in _under(state, prefix, dtypes.vae).items()}
-    return _fill(vae, convert_ldm_vae_checkpoint(tensors, config), state.path, "VAE", dtypes.vae)
+    return fill_weights(vae, convert_ldm_vae_checkpoint(tensors, config), state.path, "VAE", dtypes.vae)
 
 
 def _under(state: StateDict, prefix: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -124,38 +144,41 @@ def _under(state: StateDict, prefix: str, dtype: torch.dtype) -> dict[str, torch
     return state.tensors((k for k in state.shapes if k.startswith(prefix)), dtype=dtype)
 
 
-def _load_unet(state: StateDict, arch: Architecture, dtype: torch.dtype) -> UNet2DConditionModel:
+def load_unet(state: StateDict, arch: Architecture, dtype: torch.dtype) -> UNet2DConditionModel:
+    """The UNet of a detected file (`families.detect`), as `dtype`."""
     family = arch.family
     config = configs.unet_config(family.name, arch.unet, prediction=family.prediction)
-    unet = _build(state.path, "UNet", lambda: UNet2DConditionModel.from_config(config))
+    unet = build_empty(state.path, "UNet", lambda: UNet2DConditionModel.from_config(config))
     # diffusers' converter only looks under the usual prefix; files using another one are renamed to it.
     tensors = {LDM_UNET_KEY + k[len(arch.unet_prefix):]: v for k, v in _under(state, arch.unet_prefix, dtype).items()}
     converted = convert_ldm_unet_checkpoint(tensors, config)
-    return _fill(unet, converted, state.path, "UNet", dtype)
+    return fill_weights(unet, converted, state.path, "UNet", dtype)
 
 
 def _load_vae(state: StateDict, arch: Architecture, dtype: torch.dtype) -> AutoencoderKL:
     config = configs.vae_config(arch.family.name, arch.vae, prediction=arch.family.prediction)
-    vae = _build(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
+    vae = build_empty(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
     converted = convert_ldm_vae_checkpoint(_under(state, VAE_PREFIX, dtype), config)
-    return _fill(vae, converted, state.path, "VAE", dtype)
+    return fill_weights(vae, converted, state.path, "VAE", dtype)
 
 
-def _load_text_encoder(state: StateDict, arch: Architecture, kind: str, dtype: torch.dtype) -> TextEncoder:
-    shape = arch.text_encoders[kind]
-    prefix, layout = arch.text_encoder_keys[kind]
+def load_text_encoder(
+    state: StateDict, prefix: str, layout: str, kind: str, shape: configs.CLIPShape, dtype: torch.dtype
+) -> TextEncoder:
+    """The text encoder under `prefix` in `layout` ("hf" or "open_clip") with `shape`, as `dtype`."""
     cls = CLIPTextModelWithProjection if shape.projection_dim is not None else CLIPTextModel
-    model = _build(state.path, f"text encoder {kind}", lambda: cls(configs.clip_text_config(kind, shape)))
+    model = build_empty(state.path, f"text encoder {kind}", lambda: cls(configs.clip_text_config(kind, shape)))
     tensors = _under(state, prefix, dtype)
     if layout == "hf":
-        converted = convert_ldm_clip_checkpoint(tensors, remove_prefix=prefix)
+        # Bare keys (a text-encoder file) already are transformers' names; the converter only strips prefixes.
+        converted = convert_ldm_clip_checkpoint(tensors, remove_prefix=prefix) if prefix else tensors
     else:
         neutral = {_OPEN_CLIP_NEUTRAL + k[len(prefix):]: v for k, v in tensors.items()}
         converted = convert_open_clip_checkpoint(model, neutral, prefix=_OPEN_CLIP_NEUTRAL)
-    return _fill(model, _match_text_model_prefix(model, converted), state.path, f"text encoder {kind}", dtype)
+    return fill_weights(model, _match_text_model_prefix(model, converted), state.path, f"text encoder {kind}", dtype)
 
 
-def _build(path: Path, what: str, make):
+def build_empty(path: Path, what: str, make):
     """Build a module on the meta device: parameters get no storage and no random initialisation."""
     try:
         # no_init_weights: transformers would still run its initialisers over the meta tensors (a fifth of an
@@ -174,7 +197,7 @@ def _match_text_model_prefix(model: TextEncoder, sd: dict[str, torch.Tensor]) ->
     return bare
 
 
-def _fill(module: torch.nn.Module, sd: dict, path: Path, what: str, dtype: torch.dtype) -> torch.nn.Module:
+def fill_weights(module: torch.nn.Module, sd: dict, path: Path, what: str, dtype: torch.dtype) -> torch.nn.Module:
     """Assign `sd` into a meta-device `module`, check nothing is left unset, convert to `dtype` once."""
     try:
         result = module.load_state_dict(sd, strict=False, assign=True)
@@ -198,17 +221,17 @@ def _fill(module: torch.nn.Module, sd: dict, path: Path, what: str, dtype: torch
 def load_diffusers_folder(
     path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | None = None
 ) -> Checkpoint:
-    """Load a diffusers folder (model_index.json with unet/, vae/, text_encoder/[, text_encoder_2/]).
+    """Load a diffusers folder (model_index.json with unet/, vae/, text_encoder/ and/or text_encoder_2/).
 
     Weights are read from safetensors files (an "fp16" variant when only that exists); `.bin` pickles only
     with allow_pickle. The family comes from the UNet config, the prediction type from scheduler/.
     """
     path = Path(path)
     index = _read_json(path / "model_index.json", path, "not a diffusers folder (no readable model_index.json)")
-    dtypes = DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
+    dtypes = dtypes_for(dtype)
     unet = _from_pretrained(UNet2DConditionModel, path, "unet", dtypes.unet, allow_pickle)
     name = _folder_family(unet.config, path)
-    roles = {"sd1": {"text_encoder": "l"}, "sd2": {"text_encoder": "h"}}.get(
+    roles = {"sd1": {"text_encoder": "l"}, "sd2": {"text_encoder": "h"}, "sdxl_refiner": {"text_encoder_2": "g"}}.get(
         name, {"text_encoder": "l", "text_encoder_2": "g"}
     )
     encoders = {}
@@ -266,12 +289,22 @@ def _from_pretrained(cls, root: Path, sub: str, dtype: torch.dtype, allow_pickle
 
 def _folder_family(config, path: Path) -> str:
     if config.get("addition_embed_type") == "text_time":
-        if config.get("projection_class_embeddings_input_dim") == 2560:
-            raise CheckpointError(path, "unknown architecture (SDXL refiner checkpoints are not supported)")
-        return "sdxl"
+        return _sdxl_folder_variant(config, path)
     if config.get("addition_embed_type") or config.get("class_embed_type"):
         raise CheckpointError(path, "unknown architecture (a UNet with class conditioning)")
     return "sd2" if config.get("use_linear_projection") else "sd1"
+
+
+def _sdxl_folder_variant(config, path: Path) -> str:
+    """The base model adds six size embeddings to the pooled CLIP-G vector, the refiner five (the last one the
+    aesthetic score); the pooled width is text_encoder_2's projection."""
+    encoder = path / "text_encoder_2" / "config.json"
+    pooled = _read_json(encoder, encoder, "unreadable text encoder config").get("projection_dim", 0)
+    count, rest = divmod(config["projection_class_embeddings_input_dim"] - pooled, config["addition_time_embed_dim"])
+    variant = {BASE_TIME_EMBEDDINGS: "sdxl", REFINER_TIME_EMBEDDINGS: "sdxl_refiner"}.get(count)
+    if rest or variant is None:
+        raise CheckpointError(path, f"unknown architecture (SDXL UNet with {count} size embeddings, not 5 or 6)")
+    return variant
 
 
 def _check_widths(path: Path, family: ModelFamily, unet, encoders: dict) -> None:

@@ -20,7 +20,8 @@ Public API:
 - `vae_config(family, shape) -> dict` for `AutoencoderKL.from_config`.
 - `clip_text_config(kind, shape) -> CLIPTextConfig` (kind "l", "h" or "g").
 - `reference_configs(family, *, prediction="eps", inpaint=False) -> ComponentConfigs` for the real models.
-- `SD1_UNET`, `SD2_UNET`, `SDXL_UNET`, `SD_VAE`, `CLIP_L`, `OPENCLIP_H`, `OPENCLIP_G`: full-size shapes.
+- `SD1_UNET`, `SD2_UNET`, `SDXL_UNET`, `SDXL_REFINER_UNET`, `SD_VAE`, `CLIP_L`, `OPENCLIP_H`, `OPENCLIP_G`:
+  full-size shapes.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from typing import Literal
 
 from transformers import CLIPTextConfig
 
-FamilyName = Literal["sd1", "sd2", "sdxl"]
+FamilyName = Literal["sd1", "sd2", "sdxl", "sdxl_refiner"]
 EncoderKind = Literal["l", "h", "g"]
 
 # Latent scale factors (ComfyUI's process_in/out and diffusers' vae.config.scaling_factor).
-LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025}
+LATENT_SCALE = {"sd1": 0.18215, "sd2": 0.18215, "sdxl": 0.13025, "sdxl_refiner": 0.13025}
+#: The families with SDXL's added conditioning (pooled text + size / aesthetic embeddings) and latent space.
+SDXL_FAMILIES = ("sdxl", "sdxl_refiner")
 
 # Default image sizes in pixels; only used as `sample_size` hints (pipelines' default resolution, VAE tiling).
-_IMAGE_SIZE = {("sd1", "eps"): 512, ("sd2", "eps"): 512, ("sd2", "v"): 768, ("sdxl", "eps"): 1024, ("sdxl", "v"): 1024}
+_IMAGE_SIZE = {("sd1", "eps"): 512, ("sd2", "eps"): 512, ("sd2", "v"): 768, ("sdxl", "eps"): 1024, ("sdxl", "v"): 1024,
+               ("sdxl_refiner", "eps"): 1024}
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,18 @@ SDXL_UNET = UNetShape(
     adm_in_channels=2816,
     addition_time_embed_dim=256,
 )
+# The SDXL refiner: a wider UNet (384) with four levels, attention only in the middle two, conditioned on
+# OpenCLIP ViT-bigG alone (context 1280) and y = pooled G (1280) + five 256-wide embeddings.
+SDXL_REFINER_UNET = UNetShape(
+    block_out_channels=(384, 768, 1536, 1536),
+    layers_per_block=2,
+    transformer_depth=(0, 4, 4, 0),
+    mid_transformer_depth=4,
+    context_dim=1280,
+    linear_projection=True,
+    adm_in_channels=2560,
+    addition_time_embed_dim=256,
+)
 SD_VAE = VAEShape()
 # SD and SDXL checkpoints hold CLIP-L's text tower without its projection (the pooled output is unprojected).
 CLIP_L = CLIPShape(hidden_size=768, num_layers=12, intermediate_size=3072)
@@ -138,6 +154,11 @@ def unet_config(family: FamilyName, shape: UNetShape, *, prediction: str = "eps"
     down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn]
     up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)]
     heads = [_heads(family, width) for width in shape.block_out_channels]
+    # diffusers reads one depth per level (ignored where a level has no attention; 1 is its default there) and
+    # gives the middle block the last level's: a last level without attention (SDXL refiner) carries the mid depth.
+    depths = [depth or 1 for depth in shape.transformer_depth]
+    if shape.transformer_depth[-1] == 0:
+        depths[-1] = shape.mid_transformer_depth
     config = {
         "sample_size": _IMAGE_SIZE.get((family, prediction), 512) // 8,
         "in_channels": shape.in_channels,
@@ -148,15 +169,14 @@ def unet_config(family: FamilyName, shape: UNetShape, *, prediction: str = "eps"
         "layers_per_block": shape.layers_per_block,
         "cross_attention_dim": shape.context_dim,
         "attention_head_dim": _compact(heads) if family == "sd1" else heads,
-        # diffusers expects a depth for every level, also those without attention; 1 is its default there.
-        "transformer_layers_per_block": _compact([depth or 1 for depth in shape.transformer_depth]),
+        "transformer_layers_per_block": _compact(depths),
         "use_linear_projection": shape.linear_projection,
         # ComfyUI computes SD2 attention in float32 (its attn_precision); diffusers' name for that is upcast.
         "upcast_attention": family == "sd2",
     }
-    if shape.mid_transformer_depth != max(1, shape.transformer_depth[-1]):
+    if shape.mid_transformer_depth != depths[-1]:
         raise ValueError(f"mid-block depth {shape.mid_transformer_depth} differs from the last level's")
-    if family == "sdxl":
+    if family in SDXL_FAMILIES:
         config.update(
             addition_embed_type="text_time",
             addition_time_embed_dim=shape.addition_time_embed_dim,
@@ -204,12 +224,13 @@ def clip_text_config(kind: EncoderKind, shape: CLIPShape) -> CLIPTextConfig:
 
 
 def reference_configs(family: FamilyName, *, prediction: str = "eps", inpaint: bool = False) -> ComponentConfigs:
-    """Configs of the real full-size models: SD1.x, SD2.x (eps or v), SDXL base, and their 9-channel inpainting
-    variants (in_channels 9: 4 latent + 1 mask + 4 masked-image latent)."""
-    unet = {"sd1": SD1_UNET, "sd2": SD2_UNET, "sdxl": SDXL_UNET}[family]
+    """Configs of the real full-size models: SD1.x, SD2.x (eps or v), SDXL base and refiner, and their 9-channel
+    inpainting variants (in_channels 9: 4 latent + 1 mask + 4 masked-image latent)."""
+    unet = {"sd1": SD1_UNET, "sd2": SD2_UNET, "sdxl": SDXL_UNET, "sdxl_refiner": SDXL_REFINER_UNET}[family]
     if inpaint:
         unet = replace(unet, in_channels=9)
-    encoders = {"sd1": {"l": CLIP_L}, "sd2": {"h": OPENCLIP_H}, "sdxl": {"l": CLIP_L, "g": OPENCLIP_G}}[family]
+    encoders = {"sd1": {"l": CLIP_L}, "sd2": {"h": OPENCLIP_H}, "sdxl": {"l": CLIP_L, "g": OPENCLIP_G},
+                "sdxl_refiner": {"g": OPENCLIP_G}}[family]
     return ComponentConfigs(
         unet=unet_config(family, unet, prediction=prediction),
         vae=vae_config(family, SD_VAE, prediction=prediction),

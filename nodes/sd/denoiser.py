@@ -222,6 +222,11 @@ def prepare_conditioning(
             raise NotImplementedError(f"conditioning options not supported yet: {', '.join(refused)}")
         if cond.dim() != 3:
             raise ValueError(f"conditioning tensor must be [batch, tokens, features], got {tuple(cond.shape)}")
+        if cond.shape[-1] != unet_config.cross_attention_dim:
+            raise ValueError(
+                f"conditioning of width {cond.shape[-1]} does not fit this model (context width "
+                f"{unet_config.cross_attention_dim}): was the prompt encoded with another model's CLIP?"
+            )
         item = ModelCond(repeat_to_batch_size(cond.to(torch.float32).cpu(), batch_size))
         item.strength = float(extras.get("strength", 1.0))
         if "start_percent" in extras:

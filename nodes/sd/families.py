@@ -11,6 +11,11 @@ numbers, so a tiny test checkpoint with the real architecture at small widths is
   the last output block of every full-size SD2 UNet; we say "the last" so that tiny UNets with fewer blocks
   follow the same rule (tiny.py sets that bias accordingly);
 - SDXL is v-prediction when the file has a `v_pred` key (and zero-terminal-SNR with `ztsnr`);
+- an SDXL UNet is the refiner's (`sdxl_refiner`: y = pooled CLIP-G + five embeddings, the last one the aesthetic
+  score) when the file keeps OpenCLIP ViT-bigG as embedder 0 (`conditioner.embedders.0.model.`), the base
+  model's (y = pooled + six size embeddings) when it keeps CLIP-L there; a file with the UNet alone is the
+  refiner's when y minus the context width (the refiner's pooled G is as wide as its context) splits into five
+  equal even-width embeddings, as the real refiner (2560 = 1280 + 5·256) and no base model does;
 - 9 input channels = inpainting (latent + mask + masked-image latent).
 
 Public API:
@@ -29,7 +34,16 @@ from typing import Literal
 
 import torch
 
-from nodes.sd.configs import LATENT_SCALE, CLIPShape, EncoderKind, FamilyName, UNetShape, VAEShape, unet_config
+from nodes.sd.configs import (
+    LATENT_SCALE,
+    SDXL_FAMILIES,
+    CLIPShape,
+    EncoderKind,
+    FamilyName,
+    UNetShape,
+    VAEShape,
+    unet_config,
+)
 from nodes.sd.errors import CheckpointError
 from nodes.sd.statedict import StateDict
 
@@ -42,8 +56,11 @@ TEXT_ENCODER_KEYS: dict[str, dict[str, tuple[str, str]]] = {
     "sd1": {"l": ("cond_stage_model.transformer.", "hf")},
     "sd2": {"h": ("cond_stage_model.model.", "open_clip")},
     "sdxl": {"l": ("conditioner.embedders.0.transformer.", "hf"), "g": ("conditioner.embedders.1.model.", "open_clip")},
+    "sdxl_refiner": {"g": ("conditioner.embedders.0.model.", "open_clip")},
 }
 V_PRED_STD_THRESHOLD = 0.09
+# How many size embeddings SDXL's y appends to the pooled CLIP-G vector: the refiner's fifth is the aesthetic score.
+REFINER_TIME_EMBEDDINGS, BASE_TIME_EMBEDDINGS = 5, 6
 
 
 @dataclass(frozen=True)
@@ -72,8 +89,9 @@ class TextEncoderSpec:
 class ModelFamily:
     """What kind of Stable Diffusion model a checkpoint is.
 
-    name "sd1" / "sd2" / "sdxl"; prediction "eps" or "v"; latent_scale 0.18215 (SD1/SD2) or 0.13025 (SDXL);
-    inpaint for 9-channel UNets; text_encoders in conditioning order (SDXL: "l" then "g", concatenated).
+    name "sd1" / "sd2" / "sdxl" / "sdxl_refiner"; prediction "eps" or "v"; latent_scale 0.18215 (SD1/SD2) or
+    0.13025 (SDXL base and refiner); inpaint for 9-channel UNets; text_encoders in conditioning order (SDXL:
+    "l" then "g", concatenated; the refiner: "g" alone).
     """
 
     name: FamilyName
@@ -105,6 +123,7 @@ def family_spec(
         "sd1": (TextEncoderSpec("l", 49407, -1, True),),
         "sd2": (TextEncoderSpec("h", 0, -2, True, layers_missing=1 if truncated_h else 0),),
         "sdxl": (TextEncoderSpec("l", 49407, -2, False), TextEncoderSpec("g", 0, -2, False, projected_pooled=True)),
+        "sdxl_refiner": (TextEncoderSpec("g", 0, -2, False, projected_pooled=True),),
     }[name]
     return ModelFamily(
         name=name,
@@ -146,8 +165,10 @@ def detect(state_dict: StateDict) -> Architecture:
     try:
         _reject_unsupported(shapes)
         unet = analyse_unet(shapes, prefix)
-        name: FamilyName = "sdxl" if unet.adm_in_channels else ("sd2" if unet.linear_projection else "sd1")
-        if name == "sdxl" and not unet.linear_projection:
+        name: FamilyName = _sdxl_variant(shapes, unet) if unet.adm_in_channels else (
+            "sd2" if unet.linear_projection else "sd1"
+        )
+        if name in SDXL_FAMILIES and not unet.linear_projection:
             raise _Unknown("a UNet with SDXL's adm input but convolutional attention projections")
         encoders, keys = _text_encoders(shapes, name)
         unet = _fit_text_encoders(name, unet, encoders)
@@ -176,10 +197,17 @@ def unet_prefix(shapes: dict[str, tuple[int, ...]]) -> str | None:
 
 
 def _reject_unsupported(shapes: dict[str, tuple[int, ...]]) -> None:
-    if "conditioner.embedders.0.model.text_projection" in shapes:
-        raise _Unknown("SDXL refiner checkpoints are not supported")
     if "edm_mean" in shapes or "edm_vpred.sigma_max" in shapes:
         raise _Unknown("EDM-parameterised SDXL models (Playground 2.5 and the like) are not supported")
+
+
+def _sdxl_variant(shapes: dict[str, tuple[int, ...]], unet: UNetShape) -> FamilyName:
+    """The family of a UNet with SDXL's adm input: the refiner's or the base model's (see the module's rules)."""
+    for name, kind in (("sdxl_refiner", "g"), ("sdxl", "l")):  # the text encoder kept as embedder 0
+        if any(k.startswith(TEXT_ENCODER_KEYS[name][kind][0]) for k in shapes):
+            return name
+    width, rest = divmod(unet.adm_in_channels - unet.context_dim, REFINER_TIME_EMBEDDINGS)
+    return "sdxl_refiner" if rest == 0 and width > 0 and width % 2 == 0 else "sdxl"
 
 
 _BLOCK = re.compile(r"(input_blocks|output_blocks)\.(\d+)\.(\d+)\.")
@@ -300,13 +328,16 @@ def _text_encoders(shapes: dict, name: FamilyName) -> tuple[dict[str, CLIPShape]
 
 def _fit_text_encoders(name: FamilyName, unet: UNetShape, encoders: dict[str, CLIPShape]) -> UNetShape:
     """Check that the text encoders fit the UNet's context width; complete SDXL's adm layout."""
-    if name == "sdxl":
-        wanted = ("l", "g")
+    if name in SDXL_FAMILIES:
+        refiner = name == "sdxl_refiner"
+        wanted = ("g",) if refiner else ("l", "g")
         g = encoders.get("g")
-        pooled = g.projection_dim if g else 1280  # without CLIP-G in the file, assume the real one
+        # Without CLIP-G in the file: the refiner's pooled G is as wide as its context; assume the real base's.
+        pooled = g.projection_dim if g else (unet.context_dim if refiner else 1280)
         if g is not None and g.projection_dim is None:
             raise _Unknown("an SDXL CLIP-G without text projection")
-        time_dims, rest = divmod(unet.adm_in_channels - pooled, 6)
+        count = REFINER_TIME_EMBEDDINGS if refiner else BASE_TIME_EMBEDDINGS
+        time_dims, rest = divmod(unet.adm_in_channels - pooled, count)
         if rest or time_dims <= 0:
             raise _Unknown(f"SDXL adm width {unet.adm_in_channels} does not fit a {pooled}-wide pooled vector")
         unet = replace(unet, addition_time_embed_dim=time_dims)

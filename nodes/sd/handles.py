@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 
 from nodes.api import Environment
 from nodes.sd import vae as vae_ops
@@ -84,18 +84,23 @@ class ClipHandle:
 
 @dataclass(frozen=True)
 class VaeHandle:
-    """VAE: an AutoencoderKL."""
+    """VAE: an AutoencoderKL, or TAESD's AutoencoderTiny with the latent scale of its family (`taesd_scale`)."""
 
-    vae: AutoencoderKL
+    vae: AutoencoderKL | AutoencoderTiny
     manager: ModelManager = field(repr=False)
     source: str = ""
+    taesd_scale: float | None = None
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         with self.manager.use(self.vae):
+            if self.taesd_scale is not None:
+                return vae_ops.encode_tiny(self.vae, pixels, self.taesd_scale)
             return vae_ops.encode(self.vae, pixels)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         with self.manager.use(self.vae):
+            if self.taesd_scale is not None:
+                return vae_ops.decode_tiny(self.vae, latent, self.taesd_scale)
             return vae_ops.decode(self.vae, latent)
 
     def encode_tiled(self, pixels: torch.Tensor, tile: int, overlap: int,

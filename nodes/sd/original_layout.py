@@ -17,8 +17,13 @@ through diffusers' helpers) reads:
   positional_embedding, transformer.resblocks.i.{ln_1, attn.in_proj_weight (q,k,v stacked), attn.out_proj,
   ln_2, mlp.c_fc, mlp.c_proj}, ln_final, text_projection stored transposed ([hidden, projection]).
 
+- TAESD (two files, `taesd[xl]_encoder` / `taesd[xl]_decoder`): taesd.py's `nn.Sequential` indices, diffusers'
+  `AutoencoderTiny` `encoder.layers.i` as is, `decoder.layers.i` at i + 1 (the original decoder opens with a
+  parameter-free clamp).
+
 Public API: `unet_to_original(sd, config, prefix)`, `vae_to_original(sd, config, prefix)`,
-`clip_to_original(sd, prefix)`, `open_clip_to_original(sd, prefix)`; each returns a new dict whose tensors
+`clip_to_original(sd, prefix)`, `open_clip_to_original(sd, prefix)`, `taesd_to_original(sd) -> (encoder,
+decoder)`; each returns a new dict whose tensors
 are the inputs (or views / concatenations of them). An unknown key raises ValueError: a silently dropped
 weight would make a broken file.
 """
@@ -194,3 +199,15 @@ def open_clip_to_original(sd: Mapping[str, torch.Tensor], prefix: str) -> dict:
         else:
             raise ValueError(f"no OpenCLIP name for text-encoder weight {key!r}")
     return out
+
+
+def taesd_to_original(sd: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
+    """An `AutoencoderTiny` state dict as TAESD's encoder and decoder files."""
+    halves: dict[str, dict] = {"encoder": {}, "decoder": {}}
+    for key, tensor in sd.items():
+        part, _, rest = key.partition(".layers.")
+        index, _, name = rest.partition(".")
+        if part not in halves or not index.isdigit():
+            raise ValueError(f"no TAESD name for weight {key!r}")
+        halves[part][f"{int(index) + (part == 'decoder')}.{name}"] = tensor
+    return halves["encoder"], halves["decoder"]

@@ -9,6 +9,7 @@ builds them, keyed "l"/"h"/"g"; this module never loads files) with the facts of
 | `sd1` | `l`: CLIPTextModel | 49407 | last | yes | 768 | L, unprojected |
 | `sd2` | `h`: CLIPTextModel | 0 | −2 | yes | 1024 | H, unprojected |
 | `sdxl` | `l`: CLIPTextModel, `g`: CLIPTextModelWithProjection | 49407 / 0 | −2 / −2 | no | 768 + 1280 = 2048 | G, projected (1280) |
+| `sdxl_refiner` | `g`: CLIPTextModelWithProjection | 0 | −2 | no | 1280 | G, projected (1280) |
 
 SDXL uses the penultimate layer of both encoders without the final LayerNorm (reference §6.10.7; the SDXL
 release code and diffusers' `hidden_states[-2]` agree). SD2 uses the penultimate layer of ViT-H *with* the final

@@ -8,7 +8,8 @@ with 2 layers, the full 49408-token vocabulary so real tokenizer ids fit, 77 pos
 initialisation, plus small random offsets on every norm weight and bias (which start at exactly 1 and 0) so
 that a swapped or dropped norm tensor shows up in comparisons.
 
-Architectures (`ARCHITECTURES`): "sd1", "sd1-inpaint" (9 input channels), "sd2" (eps), "sd2-v", "sdxl".
+Architectures (`ARCHITECTURES`): "sd1", "sd1-inpaint" (9 input channels), "sd2" (eps), "sd2-v", "sdxl",
+"sdxl-refiner" (the refiner's four-level UNet with attention in the middle two levels and CLIP-G alone).
 SD2 v-prediction is detected, as ComfyUI does, from the spread of one LayerNorm bias in the last output block
 (`families.py`); the "sd2-v" builder gives that bias a std of 0.2 (eps models keep ~0.02, under the 0.09 line).
 
@@ -40,10 +41,10 @@ from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from nodes.sd import configs, original_layout
-from nodes.sd.configs import CLIPShape, UNetShape, VAEShape
+from nodes.sd.configs import SDXL_FAMILIES, CLIPShape, UNetShape, VAEShape
 from nodes.sd.families import TEXT_ENCODER_KEYS, ModelFamily, family_spec
 
-ARCHITECTURES = ("sd1", "sd1-inpaint", "sd2", "sd2-v", "sdxl")
+ARCHITECTURES = ("sd1", "sd1-inpaint", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
 
 _UNET_SD = UNetShape(
     block_out_channels=(32, 64),
@@ -61,6 +62,16 @@ _UNET_XL = UNetShape(
     context_dim=64,  # CLIP-L width + CLIP-G width
     linear_projection=True,
     adm_in_channels=32 + 6 * 8,  # pooled CLIP-G projection + six 8-wide size embeddings
+    addition_time_embed_dim=8,
+)
+_UNET_XL_REFINER = UNetShape(
+    block_out_channels=(32, 32, 64, 64),
+    layers_per_block=1,
+    transformer_depth=(0, 2, 2, 0),
+    mid_transformer_depth=2,
+    context_dim=32,  # CLIP-G width
+    linear_projection=True,
+    adm_in_channels=32 + 5 * 8,  # pooled CLIP-G projection + five 8-wide embeddings (sizes, aesthetic score)
     addition_time_embed_dim=8,
 )
 # Four levels as in the real KL-f8 autoencoder (factor 2 per downsample); 32 is the narrowest width GroupNorm's
@@ -95,9 +106,11 @@ def tiny_spec(arch: str) -> TinySpec:
     """The shapes of tiny architecture `arch` (one of `ARCHITECTURES`)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown tiny architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    clip_g = replace(_CLIP, projection_dim=32)
     if arch == "sdxl":
-        encoders = {"l": _CLIP, "g": replace(_CLIP, projection_dim=32)}
-        return TinySpec(family_spec("sdxl"), _UNET_XL, _VAE, encoders)
+        return TinySpec(family_spec("sdxl"), _UNET_XL, _VAE, {"l": _CLIP, "g": clip_g})
+    if arch == "sdxl-refiner":
+        return TinySpec(family_spec("sdxl_refiner"), _UNET_XL_REFINER, _VAE, {"g": clip_g})
     name = "sd1" if arch.startswith("sd1") else "sd2"
     in_channels = 9 if arch.endswith("inpaint") else 4
     unet = replace(_UNET_SD, linear_projection=name == "sd2", in_channels=in_channels)
@@ -181,7 +194,10 @@ def write_diffusers_folder(arch: str, path: str | Path, *, seed: int = 0) -> Pat
         "vae": ["diffusers", "AutoencoderKL"],
         "scheduler": ["diffusers", "EulerDiscreteScheduler"],
     }
-    subfolders = {"sdxl": {"l": "text_encoder", "g": "text_encoder_2"}}.get(family.name, {})
+    subfolders = {"l": "text_encoder", "g": "text_encoder_2"} if family.name in SDXL_FAMILIES else {}
+    if family.name == "sdxl_refiner":  # as in the released refiner's model_index.json
+        index.update(text_encoder=[None, None], tokenizer=[None, None], requires_aesthetics_score=True,
+                     force_zeros_for_empty_prompt=False)
     for kind, encoder in models.text_encoders.items():
         sub = subfolders.get(kind, "text_encoder")
         encoder = without_last_layer(encoder) if kind == "h" else encoder
@@ -199,6 +215,7 @@ _PIPELINES = {
     ("sd2", True): "StableDiffusionInpaintPipeline",
     ("sdxl", False): "StableDiffusionXLPipeline",
     ("sdxl", True): "StableDiffusionXLInpaintPipeline",
+    ("sdxl_refiner", False): "StableDiffusionXLImg2ImgPipeline",
 }
 
 

@@ -10,13 +10,18 @@ three times — tiles of t × t, (t/2 wide) × (2t high) and (2t wide) × (t/2 h
 averaged, so no seam lies in the same place in all three. Decoding averages the decoder's −1..1 output before the
 clamp; encoding averages the latents. `tile` and `overlap` are in the input's cells (latent cells for decoding,
 pixels for encoding).
+
+TAESD (diffusers' `AutoencoderTiny`) works in the *scaled* latent space and on pixels in −1..1 like the KL
+autoencoder (its encoder maps them to 0..1 itself, its decoder clamps the latent with tanh(x/3)·3 and returns
+−1..1): `encode_tiny` divides its latent by the family's scale, `decode_tiny` multiplies it back first, so TAESD
+latents are interchangeable with the full VAE's as in ComfyUI.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, AutoencoderTiny
 
 from nodes.sd.tiling import tile_count, tiled_apply
 
@@ -87,3 +92,14 @@ def decode_tiled(vae: AutoencoderKL, latent: torch.Tensor, tile: int, overlap: i
     runs = [tiled_apply(latent, lambda piece: _decode(vae, piece), shape, overlap, DOWNSCALE, 3, on_tile)
             for shape in tilings(tile)]
     return _to_image(sum(runs) / 3.0)
+
+
+@torch.inference_mode()
+def encode_tiny(vae: AutoencoderTiny, pixels: torch.Tensor, latent_scale: float) -> torch.Tensor:
+    sample = (_encoder_input(pixels) * 2.0 - 1.0).to(device=vae.device, dtype=vae.dtype)
+    return (vae.encode(sample).latents.float() / latent_scale).cpu()
+
+
+@torch.inference_mode()
+def decode_tiny(vae: AutoencoderTiny, latent: torch.Tensor, latent_scale: float) -> torch.Tensor:
+    return _to_image(vae.decode(latent.to(device=vae.device, dtype=vae.dtype) * latent_scale).sample.float().cpu())

@@ -54,7 +54,7 @@ def test_checkpoint_loader_outputs_and_lists(env):
     info = builtin_registry().object_info(env)
     assert info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] == ["tiny.safetensors"]
     assert info["CheckpointLoaderSimple"]["output"] == ["MODEL", "CLIP", "VAE"]
-    assert info["VAELoader"]["input"]["required"]["vae_name"][0] == ["other.safetensors"]
+    assert info["VAELoader"]["input"]["required"]["vae_name"][0] == ["other.safetensors", "pixel_space"]
 
 
 def test_broken_checkpoint_fails_the_node_with_the_file_named(env):

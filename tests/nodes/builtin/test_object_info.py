@@ -54,3 +54,68 @@ def test_loader_latent_text_and_image_nodes(info):
     adv = info["KSamplerAdvanced"]["input_order"]["required"]
     assert adv == ["model", "add_noise", "noise_seed", "steps", "cfg", "sampler_name", "scheduler", "positive",
                    "negative", "latent_image", "start_at_step", "end_at_step", "return_with_leftover_noise"]
+
+
+# ComfyUI's definitions (INPUT_TYPES, RETURN_TYPES, CATEGORY, display names) of the loaders and the SDXL refiner's
+# text encoder, as /object_info reports them; the file lists are empty in this data folder.
+COMFY_DEFINITIONS = {
+    "CheckpointLoader": {
+        "input": {"required": {"config_name": [[]], "ckpt_name": [[]]}},
+        "output": ["MODEL", "CLIP", "VAE"], "category": "advanced/loaders", "python_module": "nodes",
+        "display_name": "Load Checkpoint With Config (DEPRECATED)", "deprecated": True,
+    },
+    "UNETLoader": {
+        "input": {"required": {"unet_name": [[]],
+                               "weight_dtype": [["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]]}},
+        "output": ["MODEL"], "category": "advanced/loaders", "python_module": "nodes",
+        "display_name": "Load Diffusion Model",
+    },
+    "CLIPLoader": {
+        "input": {"required": {"clip_name": [[]], "type": [[
+            "stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
+            "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image"]]},
+                  "optional": {"device": [["default", "cpu"], {"advanced": True}]}},
+        "output": ["CLIP"], "category": "advanced/loaders", "python_module": "nodes", "display_name": "Load CLIP",
+    },
+    "DualCLIPLoader": {
+        "input": {"required": {"clip_name1": [[]], "clip_name2": [[]], "type": [[
+            "sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"]]},
+                  "optional": {"device": [["default", "cpu"], {"advanced": True}]}},
+        "output": ["CLIP"], "category": "advanced/loaders", "python_module": "nodes",
+        "display_name": "DualCLIPLoader",
+    },
+    "VAELoader": {
+        "input": {"required": {"vae_name": [["pixel_space"]]}},
+        "output": ["VAE"], "category": "loaders", "python_module": "nodes", "display_name": "Load VAE",
+    },
+    "CLIPTextEncodeSDXLRefiner": {
+        "input": {"required": {
+            "ascore": ["FLOAT", {"default": 6.0, "min": 0.0, "max": 1000.0, "step": 0.01}],
+            "width": ["INT", {"default": 1024, "min": 0, "max": 16384}],
+            "height": ["INT", {"default": 1024, "min": 0, "max": 16384}],
+            "text": ["STRING", {"multiline": True, "dynamicPrompts": True}],
+            "clip": ["CLIP"]}},
+        "output": ["CONDITIONING"], "category": "advanced/conditioning",
+        "python_module": "comfy_extras.nodes_clip_sdxl", "display_name": "CLIPTextEncodeSDXLRefiner",
+    },
+}
+
+
+def _without_tooltips(section: dict) -> dict:
+    out = {}
+    for name, value in section.items():
+        options = {k: v for k, v in (value[1] if len(value) > 1 else {}).items() if k != "tooltip"}
+        out[name] = [value[0], options] if options else [value[0]]
+    return out
+
+
+@pytest.mark.parametrize("name", COMFY_DEFINITIONS)
+def test_loader_and_refiner_definitions_match_comfyui(info, name):
+    expected = COMFY_DEFINITIONS[name]
+    entry = info[name]
+    assert {section: _without_tooltips(inputs) for section, inputs in entry["input"].items()} == expected["input"]
+    assert entry["input_order"] == {section: list(inputs) for section, inputs in expected["input"].items()}
+    for key in ("output", "category", "python_module", "display_name"):
+        assert entry[key] == expected[key], key
+    assert entry.get("deprecated", False) == expected.get("deprecated", False)
+    assert entry["output_node"] is False

@@ -35,6 +35,7 @@ EXPECTED = {  # family, prediction, inpaint, latent scale, text encoders
     "sd2": ("sd2", "eps", False, 0.18215, ("h",)),
     "sd2-v": ("sd2", "v", False, 0.18215, ("h",)),
     "sdxl": ("sdxl", "eps", False, 0.13025, ("l", "g")),
+    "sdxl-refiner": ("sdxl_refiner", "eps", False, 0.13025, ("g",)),
 }
 
 

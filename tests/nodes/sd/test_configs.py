@@ -33,6 +33,7 @@ IDENTIFYING_KEYS = {
     "sd1": ["v1", "clip"],
     "sd2": ["v1", "v2", "open_clip"],
     "sdxl": ["xl_base", "clip_sdxl", "open_clip_sdxl"],
+    "sdxl_refiner": ["xl_refiner"],
 }
 
 
@@ -72,25 +73,30 @@ def test_reference_configs_have_the_released_parameter_counts(family, inpaint):
     assert unet.config.in_channels == (9 if inpaint else 4)
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "sdxl_refiner"])
 def test_full_size_original_layout_is_detected_back(family):
     unet, vae, encoders = _meta_models(family)
     shapes = _original_shapes(family, unet, vae, encoders)
-    assert sum(k.startswith("model.diffusion_model.") for k in shapes) == UNET_KEYS[family]
+    if family in UNET_KEYS:
+        assert sum(k.startswith("model.diffusion_model.") for k in shapes) == UNET_KEYS[family]
     assert sum(k.startswith("first_stage_model.") for k in shapes) == 248
     for name in IDENTIFYING_KEYS[family]:
         assert CHECKPOINT_KEY_NAMES[name] in shapes, name
     v_key = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
     loaded = {v_key: torch.zeros(shapes[v_key])} if family == "sd2" else {}
     found = detect(StateDict(Path(f"{family}.safetensors"), shapes, _loaded=loaded))
-    expected_unet = {"sd1": configs.SD1_UNET, "sd2": configs.SD2_UNET, "sdxl": configs.SDXL_UNET}[family]
+    expected_unet = {"sd1": configs.SD1_UNET, "sd2": configs.SD2_UNET, "sdxl": configs.SDXL_UNET,
+                     "sdxl_refiner": configs.SDXL_REFINER_UNET}[family]
     assert (found.family.name, found.family.prediction, found.unet, found.vae) == (
         family, "eps", expected_unet, configs.SD_VAE
     )
-    expected_encoders = {"sd1": {"l": configs.CLIP_L}, "sd2": {"h": configs.OPENCLIP_H}}.get(
-        family, {"l": configs.CLIP_L, "g": configs.OPENCLIP_G}
-    )
+    expected_encoders = {"sd1": {"l": configs.CLIP_L}, "sd2": {"h": configs.OPENCLIP_H},
+                         "sdxl_refiner": {"g": configs.OPENCLIP_G}}.get(family, {"l": configs.CLIP_L, "g": configs.OPENCLIP_G})
     assert found.text_encoders == expected_encoders
+    # The UNet alone (a diffusion_models file) is told apart by its shapes: refiner y = 1280 + 5·256.
+    unet_only = {k: v for k, v in shapes.items() if k.startswith("model.diffusion_model.")}
+    alone = detect(StateDict(Path(f"{family}-unet.safetensors"), unet_only, _loaded=loaded))
+    assert (alone.family.name, alone.unet) == (family, expected_unet)
 
 
 def test_sd2_v_prediction_detected_at_full_size():

@@ -106,10 +106,8 @@ def test_unknown_types_are_all_named(registry):
         ui_to_api(load("unknown_types.json"), registry)
     error = caught.value
     assert error.type == "invalid_prompt"
-    assert error.message == ("Cannot convert: unknown node type(s) WAS_Image_Blend, "
-                             "a5c0e6d2-0000-4000-8000-000000000001 (a subgraph; not supported)")
-    assert error.details == ("WAS_Image_Blend: node(s) 2, 3; a5c0e6d2-0000-4000-8000-000000000001 "
-                             "(a subgraph; not supported): node(s) 4")
+    assert error.message == "Cannot convert: unknown node type(s) WAS_Image_Blend, YetAnotherMissingNode"
+    assert error.details == "WAS_Image_Blend: node(s) 2, 3; YetAnotherMissingNode: node(s) 4:1"  # inside a subgraph
 
 
 def test_bypass_without_matching_input_and_dangling_links_are_noted(registry):

@@ -152,3 +152,44 @@ def test_cli_runs_and_validates_ui_format(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data-dir", str(data), "validate",
                            str(unknown)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 1 and "unknown node type(s) WAS_Image_Blend" in done.stderr
+
+
+CLASSIC = ["classic_txt2img", "classic_img2img", "classic_inpaint", "classic_hires_fix", "classic_lora",
+           "classic_lora_several", "classic_sdxl_refiner"]
+
+
+@pytest.fixture(scope="module")
+def classic_env(tmp_path_factory):
+    """A data folder holding every file the classic workflows name (validation checks names, not contents)."""
+    from PIL import Image
+
+    env = Environment(DataPaths(tmp_path_factory.mktemp("data")))
+    for folder, names in {"checkpoints": ["v1-5-pruned-emaonly.safetensors", "512-inpainting-ema.safetensors",
+                                          "v2-1_768-ema-pruned.safetensors", "sd_xl_base_1.0.safetensors",
+                                          "sd_xl_refiner_1.0.safetensors"],
+                          "loras": ["epiNoiseoffset_v2.safetensors", "theovercomer8sContrastFix_sd15.safetensors"]}.items():
+        for name in names:
+            path = env.paths.models(folder) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+    env.paths.input.mkdir(parents=True, exist_ok=True)
+    for name in ("example.png", "yosemite_inpaint_example.png"):
+        Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(env.paths.input / name)
+    return env
+
+
+def api_view(prompt):
+    """What a case's expected file states of each node: its type, inputs and seed controls."""
+    return {nid: {"class_type": node["class_type"], "inputs": node["inputs"],
+                  **({"control_after_generate": node["_meta"]["control_after_generate"]}
+                     if "control_after_generate" in node["_meta"] else {})} for nid, node in prompt.items()}
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_classic_workflows_convert_as_comfyui_queues_them_and_validate(name, registry, classic_env):
+    expected = load(f"expected/{name}.json")
+    conversion = ui_to_api(load(f"{name}.json"), registry, classic_env)
+    assert api_view(conversion.prompt) == expected["prompt"]
+    assert conversion.notes == expected["notes"]
+    report = validate(parse_workflow(conversion.prompt), registry, classic_env)
+    assert report.clean, report.to_comfy()

@@ -154,17 +154,16 @@ def test_cli_runs_and_validates_ui_format(tmp_path):
     assert done.returncode == 1 and "unknown node type(s) WAS_Image_Blend" in done.stderr
 
 
-CLASSIC = ["classic_txt2img", "classic_img2img", "classic_inpaint", "classic_hires_fix", "classic_lora",
-           "classic_lora_several", "classic_sdxl_refiner"]
+EXPECTED = sorted(p.stem for p in (FILES / "expected").glob("*.json"))  # a case per file, its API prompt beside
 
 
 @pytest.fixture(scope="module")
-def classic_env(tmp_path_factory):
+def files_env(tmp_path_factory):
     """A data folder holding every file the classic workflows name (validation checks names, not contents)."""
     from PIL import Image
 
     env = Environment(DataPaths(tmp_path_factory.mktemp("data")))
-    for folder, names in {"checkpoints": ["v1-5-pruned-emaonly.safetensors", "512-inpainting-ema.safetensors",
+    for folder, names in {"checkpoints": ["tiny.safetensors", "v1-5-pruned-emaonly.safetensors", "512-inpainting-ema.safetensors",
                                           "v2-1_768-ema-pruned.safetensors", "sd_xl_base_1.0.safetensors",
                                           "sd_xl_refiner_1.0.safetensors"],
                           "loras": ["epiNoiseoffset_v2.safetensors", "theovercomer8sContrastFix_sd15.safetensors"]}.items():
@@ -185,11 +184,17 @@ def api_view(prompt):
                      if "control_after_generate" in node["_meta"] else {})} for nid, node in prompt.items()}
 
 
-@pytest.mark.parametrize("name", CLASSIC)
-def test_classic_workflows_convert_as_comfyui_queues_them_and_validate(name, registry, classic_env):
+@pytest.mark.parametrize("name", EXPECTED)
+def test_files_convert_as_comfyui_queues_them_and_validate(name, registry, files_env):
     expected = load(f"expected/{name}.json")
-    conversion = ui_to_api(load(f"{name}.json"), registry, classic_env)
+    conversion = ui_to_api(load(f"{name}.json"), registry, files_env)
     assert api_view(conversion.prompt) == expected["prompt"]
     assert conversion.notes == expected["notes"]
-    report = validate(parse_workflow(conversion.prompt), registry, classic_env)
+    report = validate(parse_workflow(conversion.prompt), registry, files_env)
     assert report.clean, report.to_comfy()
+
+
+def test_subgraph_reroute_points_reach_the_consumer_outside(registry):
+    prompt = ui_to_api(load("subgraph_nested.json"), registry).prompt
+    assert prompt["20"]["_meta"]["reroutes"] == {"samples": [[938, 113]]}  # the reroute inside the subgraph
+    assert prompt["10:4"]["_meta"]["title"] == "KSampler"

@@ -191,7 +191,9 @@ def test_files_convert_as_comfyui_queues_them_and_validate(name, registry, files
     assert api_view(conversion.prompt) == expected["prompt"]
     assert conversion.notes == expected["notes"]
     report = validate(parse_workflow(conversion.prompt), registry, files_env)
-    assert report.clean, report.to_comfy()
+    assert report.clean == ("invalid" not in expected), report.to_comfy()
+    assert {nid: [e.to_comfy()["type"] for e in errors] for nid, errors in report.errors.items()} == \
+        expected.get("invalid", {})  # what ComfyUI would refuse too
 
 
 def test_subgraph_reroute_points_reach_the_consumer_outside(registry):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from executor.ui_format import is_ui_format, ui_to_api
+from executor.seeds import FirstSubmission, resolve_seeds
 from executor.validate import validate
 from executor.workflow import WorkflowError, parse_workflow
 from nodes.api import Environment
@@ -190,6 +191,7 @@ def test_files_convert_as_comfyui_queues_them_and_validate(name, registry, files
     conversion = ui_to_api(load(f"{name}.json"), registry, files_env)
     assert api_view(conversion.prompt) == expected["prompt"]
     assert conversion.notes == expected["notes"]
+    resolve_seeds(conversion.prompt, registry, FirstSubmission())  # every control is one the server can honour
     report = validate(parse_workflow(conversion.prompt), registry, files_env)
     assert report.clean == ("invalid" not in expected), report.to_comfy()
     assert {nid: [e.to_comfy()["type"] for e in errors] for nid, errors in report.errors.items()} == \

@@ -202,3 +202,42 @@ def test_subgraph_reroute_points_reach_the_consumer_outside(registry):
     prompt = ui_to_api(load("subgraph_nested.json"), registry).prompt
     assert prompt["20"]["_meta"]["reroutes"] == {"samples": [[938, 113]]}  # the reroute inside the subgraph
     assert prompt["10:4"]["_meta"]["title"] == "KSampler"
+
+
+def passthrough_subgraph(mode, loop=False):
+    """A subgraph node (mode given) whose subgraph hands its IMAGE input straight to its output."""
+    sub = {"id": "sub-pass", "inputs": [{"name": "image", "type": "IMAGE"}], "outputs": [{"name": "IMAGE", "type": "IMAGE"}],
+           "nodes": [], "links": [{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": -20, "target_slot": 0,
+                                   "type": "IMAGE"}]}
+    return {"nodes": [
+        {"id": 1, "type": "LoadImage", "mode": 0, "widgets_values": ["example.png", "image"]},
+        {"id": 2, "type": "sub-pass", "mode": mode, "inputs": [{"name": "image", "type": "IMAGE", "link": 3 if loop else 1}],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]},
+        {"id": 3, "type": "PreviewImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 2}]}],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"], [3, 2, 0, 2, 0, "IMAGE"]],
+        "definitions": {"subgraphs": [sub]}}
+
+
+@pytest.mark.parametrize("mode, images, notes", [
+    (0, ["1", 0], []),
+    (4, ["1", 0], ["node 2 (sub-pass) dropped: it is bypassed (its inputs pass through)"]),
+    (2, None, ["node 2 (sub-pass) dropped: it is muted",
+               "node 3 input images: its source node 2 (sub-pass) is muted; left unconnected"]),
+])
+def test_subgraph_nodes_expand_or_are_muted_and_bypassed_like_any_node(registry, mode, images, notes):
+    conversion = ui_to_api(passthrough_subgraph(mode), registry)
+    assert conversion.prompt["3"]["inputs"] == ({"images": images} if images else {})
+    assert conversion.notes == notes
+
+
+def test_a_loop_through_a_subgraph_boundary_is_refused_naming_the_node(registry):
+    with pytest.raises(WorkflowError) as caught:
+        ui_to_api(passthrough_subgraph(0, loop=True), registry)
+    assert caught.value.details.startswith("node 3: input images is linked in a loop")
+
+
+def test_missing_dynamic_combo_values_need_the_data_folder(registry, files_env):
+    doc = load("classic_lora.json")
+    without = ui_to_api(doc, registry).prompt["10"]["inputs"]
+    assert "lora_name" not in without and without["strength_model"] == 1.0  # validation names the missing input
+    assert ui_to_api(doc, registry, files_env).prompt["10"]["inputs"]["lora_name"] == "epiNoiseoffset_v2.safetensors"

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from executor.ui_format.document import (BYPASSED, MUTED, SUBGRAPH_INPUT, SUBGRAPH_OUTPUT, UiLink, input_name,
-                                         malformed, read_definitions, read_links, read_nodes)
+                                         is_id, malformed, read_definitions, read_links, read_nodes)
 
 MAX_DEPTH = 32
+MAX_NODES = 100_000   # subgraphs nest: a small file can stand for more nodes than anyone runs
 
 LinkKey = tuple[Any, ...]
 
@@ -62,8 +63,10 @@ def _expand(graph: Mapping[str, Any], prefix: str, boundary: _Boundary,
         if definition is not None and node.get("mode", 0) not in (MUTED, BYPASSED):
             if definition["id"] in stack or len(stack) >= MAX_DEPTH:
                 raise malformed(f"node {nid}", f"subgraph {definition['id']} contains itself")
+            if len(flat.nodes) > MAX_NODES:
+                raise malformed(f"node {nid}", f"its subgraphs expand to more than {MAX_NODES} nodes")
             inner = _Boundary([(prefix, s["link"]) if s.get("link") is not None else None
-                               for s in node.get("inputs") or []], _shown_values(node))
+                               for s in node.get("inputs") or []], _shown_values(node, definition, nid, flat))
             _expand(definition, f"{nid}:", inner, definitions, flat, (*stack, definition["id"]))
             expanded.add(nid)
         else:
@@ -96,14 +99,35 @@ def _give_value(boundary: _Boundary, slot: int, target: str, tslot: int, flat: F
         flat.constants.setdefault(target, {})[input_name(node["inputs"][tslot])] = boundary.values[slot]
 
 
-def _shown_values(node: Mapping[str, Any]) -> dict[int, Any]:
-    """Input index → the value the subgraph node's widget for it shows."""
+def _shown_values(node: Mapping[str, Any], definition: Mapping[str, Any], nid: str,
+                  flat: FlatGraph) -> dict[int, Any]:
+    """Subgraph input index → the value the subgraph node's widget for it shows.
+
+    With `properties.proxyWidgets` (`[inner node id, widget name]` per value, id -1 for a subgraph input) the
+    values it shows for inner widgets go to `flat.constants`; when their count differs from the values', none
+    is used (the subgraph's own values stand).
+    """
     values = node.get("widgets_values")
     slots = list(enumerate(node.get("inputs") or []))
     if isinstance(values, Mapping):
         return {i: values[input_name(s)] for i, s in slots if input_name(s) in values}
-    widgets = [i for i, s in slots if s.get("widget") is not None]
-    return {i: v for i, v in zip(widgets, values or [])}
+    proxies = (node.get("properties") or {}).get("proxyWidgets")
+    if proxies is None:
+        widgets = [i for i, s in slots if s.get("widget") is not None]
+        return {i: v for i, v in zip(widgets, values or [])}
+    if not isinstance(proxies, list) or len(proxies) != len(values or []) or not all(
+            isinstance(p, list) and len(p) == 2 and all(is_id(x) for x in p) for p in proxies):
+        flat.notes.append(f"node {nid}: its widget values do not match its promoted widgets; the subgraph's own "
+                          "values are used")
+        return {}
+    names = [input_name(s) for s in definition.get("inputs") or []]
+    shown = {}
+    for (inner, name), value in zip(proxies, values):
+        if str(inner) == "-1" and name in names:
+            shown[names.index(name)] = value
+        elif str(inner) != "-1":
+            flat.constants.setdefault(f"{nid}:{inner}", {})[str(name)] = value
+    return shown
 
 
 def _follow(flat: FlatGraph, key: LinkKey, nid: str, name: str) -> LinkKey | None:

@@ -241,3 +241,17 @@ def test_missing_dynamic_combo_values_need_the_data_folder(registry, files_env):
     without = ui_to_api(doc, registry).prompt["10"]["inputs"]
     assert "lora_name" not in without and without["strength_model"] == 1.0  # validation names the missing input
     assert ui_to_api(doc, registry, files_env).prompt["10"]["inputs"]["lora_name"] == "epiNoiseoffset_v2.safetensors"
+
+
+def test_subgraph_node_promoted_widgets_give_inner_values(registry):
+    doc = load("subgraph_nested.json")
+    sub_node = doc["nodes"][2]
+    sub_node["properties"] = {"proxyWidgets": [["-1", "seed"], ["4", "steps"]]}
+    sub_node["widgets_values"] = [555, 9]
+    conversion = ui_to_api(doc, registry)
+    assert {k: conversion.prompt["10:4"]["inputs"][k] for k in ("seed", "steps")} == {"seed": 555, "steps": 9}
+    sub_node["widgets_values"] = [555]  # one value for two promoted widgets: which is which cannot be told
+    conversion = ui_to_api(doc, registry)
+    assert {k: conversion.prompt["10:4"]["inputs"][k] for k in ("seed", "steps")} == {"seed": 7, "steps": 2}
+    assert conversion.notes == ["node 10: its widget values do not match its promoted widgets; the subgraph's own "
+                                "values are used"]

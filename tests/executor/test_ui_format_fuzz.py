@@ -98,3 +98,13 @@ def test_malformed_documents_name_what_is_wrong(doc, where):
     with pytest.raises(WorkflowError) as caught:
         ui_to_api(doc, REGISTRY)
     assert caught.value.details.startswith(where), caught.value.details
+
+
+def test_subgraphs_that_expand_beyond_reason_are_refused():
+    """Ten instances of a subgraph holding ten instances of the next, six levels deep: 10**6 nodes."""
+    levels = [{"id": f"level{i}", "nodes": [{"id": n, "type": f"level{i + 1}"} for n in range(10)]} for i in range(6)]
+    levels.append({"id": "level6", "nodes": [{"id": 1, "type": "PrimitiveInt", "widgets_values": [1, "fixed"]}]})
+    doc = {"nodes": [{"id": 1, "type": "level0"}], "links": [], "definitions": {"subgraphs": levels}}
+    with pytest.raises(WorkflowError) as caught:
+        ui_to_api(doc, REGISTRY)
+    assert "expand to more than 100000 nodes" in caught.value.details

@@ -12,9 +12,10 @@ from executor.ui_format import is_ui_format, ui_to_api
 from executor.seeds import FirstSubmission, resolve_seeds
 from executor.validate import validate
 from executor.workflow import WorkflowError, parse_workflow
-from nodes.api import Environment
+from nodes.api import Context, Environment, Input, Node, node
 from nodes.builtin import builtin_registry
 from nodes.paths import DataPaths
+from nodes.registry import Registry
 
 FILES = Path(__file__).parent / "ui_files"
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,3 +256,27 @@ def test_subgraph_node_promoted_widgets_give_inner_values(registry):
     assert {k: conversion.prompt["10:4"]["inputs"][k] for k in ("seed", "steps")} == {"seed": 7, "steps": 2}
     assert conversion.notes == ["node 10: its widget values do not match its promoted widgets; the subgraph's own "
                                 "values are used"]
+
+
+@node(category="test", version="1.0.0", output=True)
+class PackSampler(Node):
+    """A pack's node whose seed does not declare control_after_generate."""
+
+    seed: int = Input(0)
+    steps: int = Input(20)
+
+    def run(self, ctx: Context) -> None:
+        return None
+
+
+def test_an_int_named_seed_has_a_control_slot_even_undeclared_as_the_frontend_assumes():
+    registry = Registry()
+    registry.add(PackSampler.__node_spec__)
+    doc = {"nodes": [{"id": 1, "type": "PackSampler", "widgets_values": [5, "randomize", 30]},
+                     {"id": 2, "type": "PackSampler", "widgets_values": [6, 31]}], "links": []}
+    conversion = ui_to_api(doc, registry)
+    assert conversion.prompt["1"]["inputs"] == {"seed": 5, "steps": 30}
+    assert conversion.prompt["2"]["inputs"] == {"seed": 6, "steps": 31}
+    assert "control_after_generate" not in conversion.prompt["1"]["_meta"]  # the server has no control to apply
+    assert conversion.notes == ["node 1 (PackSampler): control 'randomize' of seed ignored: the node declares no seed "
+                                "control for it"]

@@ -110,7 +110,8 @@ def _used_origins(graph: FlatGraph) -> set[str]:
 
 def _convert_node(nid: str, node: dict[str, Any], spec: NodeSpec, graph: FlatGraph, groups: list[Mapping[str, Any]],
                   env: Environment | None, notes: list[str]) -> dict[str, Any]:
-    inputs, controls = widget_values(nid, node, spec, env, notes)
+    linked = {input_name(s) for s in node["inputs"] if s["link"] is not None}
+    inputs, controls = widget_values(nid, node, spec, env, linked, notes)
     inputs.update({k: constant(v) for k, v in graph.constants.get(nid, {}).items()})
     meta = editor.meta(node, spec, groups)
     seeded = {i.name for i in spec.inputs if has_seed_control(i)}

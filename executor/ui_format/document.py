@@ -102,6 +102,8 @@ def read_links(graph: Mapping[str, Any], prefix: str) -> dict[Any, tuple[str, in
     """
     links = {}
     for raw in _list(graph, "links", f"graph {prefix or 'root'}"):
+        if raw is None:  # a removed link some editors leave as null
+            continue
         if isinstance(raw, Mapping):
             fields = [raw.get(k) for k in ("id", "origin_id", "origin_slot", "target_id", "target_slot")]
             fields.append(raw.get("type", "*"))

@@ -44,9 +44,12 @@ def constant(value: Any) -> Any:
     return {"__value__": value} if isinstance(value, list) and len(value) == 2 else value
 
 
-def widget_values(nid: str, node: Mapping[str, Any], spec: NodeSpec, env: Environment | None,
+def widget_values(nid: str, node: Mapping[str, Any], spec: NodeSpec, env: Environment | None, linked: set[str],
                   notes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`(inputs, controls)`: each widget's value, and the control value of each input with a seed control."""
+    """`(inputs, controls)`: each widget's value, and the control value of each input with a seed control.
+
+    `linked`: inputs the file links; their defaults are given (a link may not resolve) but not noted.
+    """
     label = f"node {nid} ({node['type']})"
     values = node.get("widgets_values")
     widgets = widget_inputs(spec)
@@ -63,7 +66,7 @@ def widget_values(nid: str, node: Mapping[str, Any], spec: NodeSpec, env: Enviro
         if at < len(values or []):
             notes.append(f"{label}: {len(values) - at} widget value(s) {values[at:]!r} match no input and were "
                          "ignored")
-    _fill_defaults(label, widgets, env, inputs, notes)
+    _fill_defaults(label, widgets, env, inputs, linked, notes)
     return inputs, controls
 
 
@@ -97,7 +100,7 @@ def _has_control_slot(widget: InputSpec) -> bool:
 
 
 def _fill_defaults(label: str, widgets: list[InputSpec], env: Environment | None, inputs: dict[str, Any],
-                   notes: list[str]) -> None:
+                   linked: set[str], notes: list[str]) -> None:
     filled = []
     for widget in widgets:
         if widget.name in inputs:
@@ -105,7 +108,8 @@ def _fill_defaults(label: str, widgets: list[InputSpec], env: Environment | None
         value = default_value(widget, env)
         if value is not None:
             inputs[widget.name] = constant(value)
-            filled.append(widget.name)
+            if widget.name not in linked:
+                filled.append(widget.name)
     if filled:
         notes.append(f"{label}: no widget value for {', '.join(filled)}; the default(s) used")
 

@@ -280,3 +280,20 @@ def test_an_int_named_seed_has_a_control_slot_even_undeclared_as_the_frontend_as
     assert "control_after_generate" not in conversion.prompt["1"]["_meta"]  # the server has no control to apply
     assert conversion.notes == ["node 1 (PackSampler): control 'randomize' of seed ignored: the node declares no seed "
                                 "control for it"]
+
+
+def test_linked_widgets_without_values_are_not_noted_as_defaulted_and_null_links_are_skipped(registry):
+    doc = {"nodes": [
+        {"id": 1, "type": "PrimitiveNode", "outputs": [{"name": "STRING", "type": "STRING", "links": [1]}],
+         "widgets_values": ["from the primitive"]},
+        {"id": 2, "type": "PreviewAny", "inputs": [{"name": "source", "type": "*", "link": 2}]},
+        {"id": 3, "type": "CLIPTextEncodeSDXL", "inputs": [{"name": "text_g", "type": "STRING", "link": 1,
+                                                           "widget": {"name": "text_g"}}],
+         "outputs": [{"name": "CONDITIONING", "type": "CONDITIONING", "links": [2]}]}],
+        "links": [None, [1, 1, 0, 3, 0, "STRING"], [2, 3, 0, 2, 0, "CONDITIONING"]]}
+    conversion = ui_to_api(doc, registry)
+    assert conversion.prompt["3"]["inputs"] == {"width": 1024, "height": 1024, "crop_w": 0, "crop_h": 0,
+                                                "target_width": 1024, "target_height": 1024,
+                                                "text_g": "from the primitive", "text_l": ""}
+    assert conversion.notes == ["node 3 (CLIPTextEncodeSDXL): no widget value for width, height, crop_w, crop_h, "
+                                "target_width, target_height, text_l; the default(s) used"]

@@ -113,7 +113,7 @@ def _convert_node(nid: str, node: dict[str, Any], spec: NodeSpec, graph: FlatGra
     linked = {input_name(s) for s in node["inputs"] if s["link"] is not None}
     inputs, controls = widget_values(nid, node, spec, env, linked, notes)
     inputs.update({k: constant(v) for k, v in graph.constants.get(nid, {}).items()})
-    meta = editor.meta(node, spec, groups)
+    meta = editor.meta(node, spec, [] if nid in graph.inner else groups)  # inner positions are the subgraph's
     seeded = {i.name for i in spec.inputs if has_seed_control(i)}
     for slot in node["inputs"]:
         if slot["link"] is None:

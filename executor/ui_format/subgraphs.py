@@ -4,7 +4,8 @@ A node whose `type` is the id of one of `definitions.subgraphs` stands for that 
 the ids `<outer id>:<inner id>` (nested ones `<a>:<b>:<c>`). Inside a subgraph, links from node -10 carry the
 subgraph node's inputs (origin slot k = its input k) and links into node -20 give its outputs (target slot m =
 its output m). An input of the subgraph node that is not linked leaves the inner widget at the value the subgraph
-node shows for it (its `widgets_values`, by name, or in the order of its widget inputs), else the inner node's own.
+node shows for it (its `widgets_values`: by name, per its `properties.proxyWidgets`, or in the order of its widget
+inputs), else at the inner node's own.
 A muted or bypassed subgraph node is not expanded: it is removed, or passed through, like any other node.
 
 Links get flat keys `(graph prefix, link id)`; a link into a subgraph boundary is an alias of the link it carries
@@ -29,14 +30,14 @@ class FlatGraph:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)      # inputs' `link` are flat link keys
     links: dict[LinkKey, UiLink] = field(default_factory=dict)
     constants: dict[str, dict[str, Any]] = field(default_factory=dict)  # flat id → values a subgraph node gives
-    subgraph_ids: frozenset[str] = frozenset()
     aliases: dict[LinkKey, LinkKey | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    inner: set[str] = field(default_factory=set)                        # nodes from inside subgraphs
 
 
 def flatten(doc: Mapping[str, Any]) -> FlatGraph:
     definitions = read_definitions(doc)
-    flat = FlatGraph(subgraph_ids=frozenset(definitions))
+    flat = FlatGraph()
     _expand(doc, "", _Boundary([], {}), definitions, flat, ())
     for nid, node in flat.nodes.items():
         for slot in node["inputs"]:
@@ -73,6 +74,8 @@ def _expand(graph: Mapping[str, Any], prefix: str, boundary: _Boundary,
             node["inputs"] = [{**s, "link": (prefix, s["link"]) if s.get("link") is not None else None}
                               for s in node.get("inputs") or []]
             flat.nodes[nid] = node
+            if prefix:
+                flat.inner.add(nid)
     for lid, (origin, oslot, target, tslot, kind) in links.items():
         key = (prefix, lid)
         if origin == SUBGRAPH_INPUT:

@@ -199,10 +199,13 @@ def test_files_convert_as_comfyui_queues_them_and_validate(name, registry, files
         expected.get("invalid", {})  # what ComfyUI would refuse too
 
 
-def test_subgraph_reroute_points_reach_the_consumer_outside(registry):
-    prompt = ui_to_api(load("subgraph_nested.json"), registry).prompt
+def test_subgraph_reroute_points_reach_the_consumer_outside_and_groups_stay_outside(registry):
+    doc = load("subgraph_nested.json")
+    doc["groups"] = [{"title": "all", "bounding": [-50, -50, 2000, 1000]}]
+    prompt = ui_to_api(doc, registry).prompt
     assert prompt["20"]["_meta"]["reroutes"] == {"samples": [[938, 113]]}  # the reroute inside the subgraph
-    assert prompt["10:4"]["_meta"]["title"] == "KSampler"
+    assert prompt["20"]["_meta"]["groups"] == [{"title": "all", "bounding": [-50, -50, 2000, 1000]}]
+    assert prompt["10:4"]["_meta"]["title"] == "KSampler" and "groups" not in prompt["10:4"]["_meta"]
 
 
 def passthrough_subgraph(mode, loop=False):

@@ -6,7 +6,8 @@ subgraph node's inputs (origin slot k = its input k) and links into node -20 giv
 its output m). An input of the subgraph node that is not linked leaves the inner widget at the value the subgraph
 node shows for it (its `widgets_values`: by name, per its `properties.proxyWidgets`, or in the order of its widget
 inputs), else at the inner node's own.
-A muted or bypassed subgraph node is not expanded: it is removed, or passed through, like any other node.
+A muted or bypassed subgraph node is not expanded: it is removed, or passed through, like any other node. Groups
+inside a subgraph are dropped (with a note): the API format keeps only the root canvas's.
 
 Links get flat keys `(graph prefix, link id)`; a link into a subgraph boundary is an alias of the link it carries
 on, resolved at the end, so the order of the nodes in the file does not matter.
@@ -68,6 +69,8 @@ def _expand(graph: Mapping[str, Any], prefix: str, boundary: _Boundary,
                 raise malformed(f"node {nid}", f"its subgraphs expand to more than {MAX_NODES} nodes")
             inner = _Boundary([(prefix, s["link"]) if s.get("link") is not None else None
                                for s in node.get("inputs") or []], _shown_values(node, definition, nid, flat))
+            if definition.get("groups"):
+                flat.notes.append(f"node {nid} ({node['type']}): the groups inside its subgraph are not carried over")
             _expand(definition, f"{nid}:", inner, definitions, flat, (*stack, definition["id"]))
             expanded.add(nid)
         else:

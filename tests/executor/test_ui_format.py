@@ -202,7 +202,11 @@ def test_files_convert_as_comfyui_queues_them_and_validate(name, registry, files
 def test_subgraph_reroute_points_reach_the_consumer_outside_and_groups_stay_outside(registry):
     doc = load("subgraph_nested.json")
     doc["groups"] = [{"title": "all", "bounding": [-50, -50, 2000, 1000]}]
-    prompt = ui_to_api(doc, registry).prompt
+    doc["definitions"]["subgraphs"][1]["groups"] = [{"title": "inner", "bounding": [0, 0, 400, 200]}]
+    conversion = ui_to_api(doc, registry)
+    prompt = conversion.prompt
+    assert conversion.notes == ["node 10:3 (b5e6f7a8-0000-4000-8000-0000000000bb): the groups inside its subgraph "
+                                "are not carried over"]
     assert prompt["20"]["_meta"]["reroutes"] == {"samples": [[938, 113]]}  # the reroute inside the subgraph
     assert prompt["20"]["_meta"]["groups"] == [{"title": "all", "bounding": [-50, -50, 2000, 1000]}]
     assert prompt["10:4"]["_meta"]["title"] == "KSampler" and "groups" not in prompt["10:4"]["_meta"]

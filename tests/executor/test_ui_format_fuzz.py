@@ -44,7 +44,9 @@ def documents(dirty: bool) -> st.SearchStrategy:
                   "inputs": maybe(st.lists(maybe(slot_inputs), max_size=4)),
                   "outputs": maybe(st.lists(maybe(slot_outputs), max_size=3)),
                   "widgets_values": maybe(st.lists(json_values, max_size=8)), "pos": json_values,
-                  "size": json_values, "title": maybe(st.text(max_size=4)), "color": json_values})
+                  "size": json_values, "title": maybe(st.text(max_size=4)), "color": json_values,
+                  "properties": maybe(st.fixed_dictionaries({"proxyWidgets": maybe(st.lists(
+                      st.tuples(ids, st.sampled_from(["seed", "steps", "text"])).map(list), max_size=3))}))})
     array_links = st.tuples(maybe(link_ids), maybe(ids), maybe(slots), maybe(ids), maybe(slots),
                             maybe(st.sampled_from(SOCKETS))).map(list)
     object_links = st.fixed_dictionaries({"id": maybe(link_ids), "origin_id": maybe(ids),

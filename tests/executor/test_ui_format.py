@@ -165,10 +165,11 @@ def files_env(tmp_path_factory):
     from PIL import Image
 
     env = Environment(DataPaths(tmp_path_factory.mktemp("data")))
-    for folder, names in {"checkpoints": ["tiny.safetensors", "v1-5-pruned-emaonly.safetensors", "512-inpainting-ema.safetensors",
-                                          "v2-1_768-ema-pruned.safetensors", "sd_xl_base_1.0.safetensors",
-                                          "sd_xl_refiner_1.0.safetensors"],
-                          "loras": ["epiNoiseoffset_v2.safetensors", "theovercomer8sContrastFix_sd15.safetensors"]}.items():
+    files = {"checkpoints": ["tiny.safetensors", "v1-5-pruned-emaonly.safetensors", "512-inpainting-ema.safetensors",
+                             "v2-1_768-ema-pruned.safetensors", "sd_xl_base_1.0.safetensors",
+                             "sd_xl_refiner_1.0.safetensors"],
+             "loras": ["epiNoiseoffset_v2.safetensors", "theovercomer8sContrastFix_sd15.safetensors"]}
+    for folder, names in files.items():
         for name in names:
             path = env.paths.models(folder) / name
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,12 +215,14 @@ def test_subgraph_reroute_points_reach_the_consumer_outside_and_groups_stay_outs
 
 def passthrough_subgraph(mode, loop=False):
     """A subgraph node (mode given) whose subgraph hands its IMAGE input straight to its output."""
-    sub = {"id": "sub-pass", "inputs": [{"name": "image", "type": "IMAGE"}], "outputs": [{"name": "IMAGE", "type": "IMAGE"}],
+    sub = {"id": "sub-pass", "inputs": [{"name": "image", "type": "IMAGE"}],
+           "outputs": [{"name": "IMAGE", "type": "IMAGE"}],
            "nodes": [], "links": [{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": -20, "target_slot": 0,
                                    "type": "IMAGE"}]}
     return {"nodes": [
         {"id": 1, "type": "LoadImage", "mode": 0, "widgets_values": ["example.png", "image"]},
-        {"id": 2, "type": "sub-pass", "mode": mode, "inputs": [{"name": "image", "type": "IMAGE", "link": 3 if loop else 1}],
+        {"id": 2, "type": "sub-pass", "mode": mode,
+         "inputs": [{"name": "image", "type": "IMAGE", "link": 3 if loop else 1}],
          "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]},
         {"id": 3, "type": "PreviewImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 2}]}],
         "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"], [3, 2, 0, 2, 0, "IMAGE"]],

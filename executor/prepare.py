@@ -33,7 +33,7 @@ def prepare(doc: Any, registry: Registry, env: Environment,
     extra = dict(extra_data or {})
     notes: list[str] = []
     if is_ui_format(doc):
-        conversion = ui_to_api(doc, registry)
+        conversion = ui_to_api(doc, registry, env)
         notes = list(conversion.notes)
         pnginfo = dict(extra.get("extra_pnginfo") or {})
         pnginfo.setdefault("workflow", doc)

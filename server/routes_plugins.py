@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from executor.ui_format import ui_to_api
 from executor.workflow import WorkflowError
 from server.api import PUBLIC, ApiError, Route, json_response, parse_json, validate_model
-from server.state import PLUGINS, REGISTRY
+from server.state import ENV, PLUGINS, REGISTRY
 
 
 class UiWorkflow(BaseModel):
@@ -70,7 +70,7 @@ async def convert(request: web.Request) -> web.Response:
     data = parse_json(await request.read())
     validate_model(UiWorkflow, data, "body")
     try:
-        conversion = ui_to_api(data, request.app[REGISTRY])
+        conversion = ui_to_api(data, request.app[REGISTRY], request.app[ENV])
     except WorkflowError as exc:
         raise ApiError(400, exc.type, exc.message, exc.details, exc.extra_info) from None
     return json_response({"prompt": conversion.prompt, "notes": conversion.notes})

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from executor.ui_format import is_ui_format, ui_to_api
+from executor.seeds import FirstSubmission, resolve_seeds
 from executor.validate import validate
 from executor.workflow import WorkflowError, parse_workflow
-from nodes.api import Environment
+from nodes.api import Context, Environment, Input, Node, node
 from nodes.builtin import builtin_registry
 from nodes.paths import DataPaths
+from nodes.registry import Registry
 
 FILES = Path(__file__).parent / "ui_files"
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,10 +108,8 @@ def test_unknown_types_are_all_named(registry):
         ui_to_api(load("unknown_types.json"), registry)
     error = caught.value
     assert error.type == "invalid_prompt"
-    assert error.message == ("Cannot convert: unknown node type(s) WAS_Image_Blend, "
-                             "a5c0e6d2-0000-4000-8000-000000000001 (a subgraph; not supported)")
-    assert error.details == ("WAS_Image_Blend: node(s) 2, 3; a5c0e6d2-0000-4000-8000-000000000001 "
-                             "(a subgraph; not supported): node(s) 4")
+    assert error.message == "Cannot convert: unknown node type(s) WAS_Image_Blend, YetAnotherMissingNode"
+    assert error.details == "WAS_Image_Blend: node(s) 2, 3; YetAnotherMissingNode: node(s) 4:1"  # inside a subgraph
 
 
 def test_bypass_without_matching_input_and_dangling_links_are_noted(registry):
@@ -154,3 +154,156 @@ def test_cli_runs_and_validates_ui_format(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data-dir", str(data), "validate",
                            str(unknown)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 1 and "unknown node type(s) WAS_Image_Blend" in done.stderr
+
+
+EXPECTED = sorted(p.stem for p in (FILES / "expected").glob("*.json"))  # a case per file, its API prompt beside
+
+
+@pytest.fixture(scope="module")
+def files_env(tmp_path_factory):
+    """A data folder holding every file the classic workflows name (validation checks names, not contents)."""
+    from PIL import Image
+
+    env = Environment(DataPaths(tmp_path_factory.mktemp("data")))
+    files = {"checkpoints": ["tiny.safetensors", "v1-5-pruned-emaonly.safetensors", "512-inpainting-ema.safetensors",
+                             "v2-1_768-ema-pruned.safetensors", "sd_xl_base_1.0.safetensors",
+                             "sd_xl_refiner_1.0.safetensors"],
+             "loras": ["epiNoiseoffset_v2.safetensors", "theovercomer8sContrastFix_sd15.safetensors"]}
+    for folder, names in files.items():
+        for name in names:
+            path = env.paths.models(folder) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+    env.paths.input.mkdir(parents=True, exist_ok=True)
+    for name in ("example.png", "yosemite_inpaint_example.png"):
+        Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(env.paths.input / name)
+    return env
+
+
+def api_view(prompt):
+    """What a case's expected file states of each node: its type, inputs and seed controls."""
+    return {nid: {"class_type": node["class_type"], "inputs": node["inputs"],
+                  **({"control_after_generate": node["_meta"]["control_after_generate"]}
+                     if "control_after_generate" in node["_meta"] else {})} for nid, node in prompt.items()}
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_files_convert_as_comfyui_queues_them_and_validate(name, registry, files_env):
+    expected = load(f"expected/{name}.json")
+    conversion = ui_to_api(load(f"{name}.json"), registry, files_env)
+    assert api_view(conversion.prompt) == expected["prompt"]
+    assert conversion.notes == expected["notes"]
+    resolve_seeds(conversion.prompt, registry, FirstSubmission())  # every control is one the server can honour
+    report = validate(parse_workflow(conversion.prompt), registry, files_env)
+    assert report.clean == ("invalid" not in expected), report.to_comfy()
+    assert {nid: [e.to_comfy()["type"] for e in errors] for nid, errors in report.errors.items()} == \
+        expected.get("invalid", {})  # what ComfyUI would refuse too
+
+
+def test_subgraph_reroute_points_reach_the_consumer_outside_and_groups_stay_outside(registry):
+    doc = load("subgraph_nested.json")
+    doc["groups"] = [{"title": "all", "bounding": [-50, -50, 2000, 1000]}]
+    doc["definitions"]["subgraphs"][1]["groups"] = [{"title": "inner", "bounding": [0, 0, 400, 200]}]
+    conversion = ui_to_api(doc, registry)
+    prompt = conversion.prompt
+    assert conversion.notes == ["node 10:3 (b5e6f7a8-0000-4000-8000-0000000000bb): the groups inside its subgraph "
+                                "are not carried over"]
+    assert prompt["20"]["_meta"]["reroutes"] == {"samples": [[938, 113]]}  # the reroute inside the subgraph
+    assert prompt["20"]["_meta"]["groups"] == [{"title": "all", "bounding": [-50, -50, 2000, 1000]}]
+    assert prompt["10:4"]["_meta"]["title"] == "KSampler" and "groups" not in prompt["10:4"]["_meta"]
+
+
+def passthrough_subgraph(mode, loop=False):
+    """A subgraph node (mode given) whose subgraph hands its IMAGE input straight to its output."""
+    sub = {"id": "sub-pass", "inputs": [{"name": "image", "type": "IMAGE"}],
+           "outputs": [{"name": "IMAGE", "type": "IMAGE"}],
+           "nodes": [], "links": [{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": -20, "target_slot": 0,
+                                   "type": "IMAGE"}]}
+    return {"nodes": [
+        {"id": 1, "type": "LoadImage", "mode": 0, "widgets_values": ["example.png", "image"]},
+        {"id": 2, "type": "sub-pass", "mode": mode,
+         "inputs": [{"name": "image", "type": "IMAGE", "link": 3 if loop else 1}],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]},
+        {"id": 3, "type": "PreviewImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 2}]}],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"], [3, 2, 0, 2, 0, "IMAGE"]],
+        "definitions": {"subgraphs": [sub]}}
+
+
+@pytest.mark.parametrize("mode, images, notes", [
+    (0, ["1", 0], []),
+    (4, ["1", 0], ["node 2 (sub-pass) dropped: it is bypassed (its inputs pass through)"]),
+    (2, None, ["node 2 (sub-pass) dropped: it is muted",
+               "node 3 input images: its source node 2 (sub-pass) is muted; left unconnected"]),
+])
+def test_subgraph_nodes_expand_or_are_muted_and_bypassed_like_any_node(registry, mode, images, notes):
+    conversion = ui_to_api(passthrough_subgraph(mode), registry)
+    assert conversion.prompt["3"]["inputs"] == ({"images": images} if images else {})
+    assert conversion.notes == notes
+
+
+def test_a_loop_through_a_subgraph_boundary_is_refused_naming_the_node(registry):
+    with pytest.raises(WorkflowError) as caught:
+        ui_to_api(passthrough_subgraph(0, loop=True), registry)
+    assert caught.value.details.startswith("node 3: input images is linked in a loop")
+
+
+def test_missing_dynamic_combo_values_need_the_data_folder(registry, files_env):
+    doc = load("classic_lora.json")
+    without = ui_to_api(doc, registry).prompt["10"]["inputs"]
+    assert "lora_name" not in without and without["strength_model"] == 1.0  # validation names the missing input
+    assert ui_to_api(doc, registry, files_env).prompt["10"]["inputs"]["lora_name"] == "epiNoiseoffset_v2.safetensors"
+
+
+def test_subgraph_node_promoted_widgets_give_inner_values(registry):
+    doc = load("subgraph_nested.json")
+    sub_node = doc["nodes"][2]
+    sub_node["properties"] = {"proxyWidgets": [["-1", "seed"], ["4", "steps"]]}
+    sub_node["widgets_values"] = [555, 9]
+    conversion = ui_to_api(doc, registry)
+    assert {k: conversion.prompt["10:4"]["inputs"][k] for k in ("seed", "steps")} == {"seed": 555, "steps": 9}
+    sub_node["widgets_values"] = [555]  # one value for two promoted widgets: which is which cannot be told
+    conversion = ui_to_api(doc, registry)
+    assert {k: conversion.prompt["10:4"]["inputs"][k] for k in ("seed", "steps")} == {"seed": 7, "steps": 2}
+    assert conversion.notes == ["node 10: its widget values do not match its promoted widgets; the subgraph's own "
+                                "values are used"]
+
+
+@node(category="test", version="1.0.0", output=True)
+class PackSampler(Node):
+    """A pack's node whose seed does not declare control_after_generate."""
+
+    seed: int = Input(0)
+    steps: int = Input(20)
+
+    def run(self, ctx: Context) -> None:
+        return None
+
+
+def test_an_int_named_seed_has_a_control_slot_even_undeclared_as_the_frontend_assumes():
+    registry = Registry()
+    registry.add(PackSampler.__node_spec__)
+    doc = {"nodes": [{"id": 1, "type": "PackSampler", "widgets_values": [5, "randomize", 30]},
+                     {"id": 2, "type": "PackSampler", "widgets_values": [6, 31]}], "links": []}
+    conversion = ui_to_api(doc, registry)
+    assert conversion.prompt["1"]["inputs"] == {"seed": 5, "steps": 30}
+    assert conversion.prompt["2"]["inputs"] == {"seed": 6, "steps": 31}
+    assert "control_after_generate" not in conversion.prompt["1"]["_meta"]  # the server has no control to apply
+    assert conversion.notes == ["node 1 (PackSampler): control 'randomize' of seed ignored: the node declares no seed "
+                                "control for it"]
+
+
+def test_linked_widgets_without_values_are_not_noted_as_defaulted_and_null_links_are_skipped(registry):
+    doc = {"nodes": [
+        {"id": 1, "type": "PrimitiveNode", "outputs": [{"name": "STRING", "type": "STRING", "links": [1]}],
+         "widgets_values": ["from the primitive"]},
+        {"id": 2, "type": "PreviewAny", "inputs": [{"name": "source", "type": "*", "link": 2}]},
+        {"id": 3, "type": "CLIPTextEncodeSDXL", "inputs": [{"name": "text_g", "type": "STRING", "link": 1,
+                                                           "widget": {"name": "text_g"}}],
+         "outputs": [{"name": "CONDITIONING", "type": "CONDITIONING", "links": [2]}]}],
+        "links": [None, [1, 1, 0, 3, 0, "STRING"], [2, 3, 0, 2, 0, "CONDITIONING"]]}
+    conversion = ui_to_api(doc, registry)
+    assert conversion.prompt["3"]["inputs"] == {"width": 1024, "height": 1024, "crop_w": 0, "crop_h": 0,
+                                                "target_width": 1024, "target_height": 1024,
+                                                "text_g": "from the primitive", "text_l": ""}
+    assert conversion.notes == ["node 3 (CLIPTextEncodeSDXL): no widget value for width, height, crop_w, crop_h, "
+                                "target_width, target_height, text_l; the default(s) used"]

@@ -3,9 +3,11 @@
 Rules (reference §6.3, §6.6, §6.8), each chosen so that the UNet sees exactly what ComfyUI feeds it:
 
 * Model sampling (`calculate_input`, `calculate_denoised`, `noise_scaling`): the UNet input is
-  x / sqrt(σ² + 1); its timestep is the **integer** t nearest to σ in log σ (`DiscreteSchedule.timestep`),
-  passed as a float tensor; eps models give x0 = x − ε·σ, v models x0 = x/(σ² + 1) − v·σ/sqrt(σ² + 1). The UNet
-  runs in its own dtype and device; its output is cast to float32, and all sampling math stays float32.
+  x / sqrt(σ² + 1) (x itself for `img_to_img`); its timestep is the **integer** t nearest to σ in log σ
+  (`DiscreteSchedule.timestep`), passed as a float tensor; eps models give x0 = x − ε·σ, v models
+  x0 = x/(σ² + 1) − v·σ/sqrt(σ² + 1), x0 models x0 = output, LCM x0 = c_out·(x − ε·σ) + c_skip·x with
+  c_skip = σ_d²/((10t)² + σ_d²), c_out = 10t/sqrt((10t)² + σ_d²), σ_d = 0.5. The UNet runs in its own dtype and
+  device; its output is cast to float32, and all sampling math stays float32.
 * Conditioning (`prepare_conditioning`) takes ComfyUI's CONDITIONING value, a list of
   `[cond [1, T, D], {"pooled_output": …, …}]` entries. Each entry becomes one `ModelCond`: the cross-attention
   context, SDXL's added conditioning (`text_embeds` = pooled output, `time_ids` = [height, width, crop_h,
@@ -24,7 +26,7 @@ Rules (reference §6.3, §6.6, §6.8), each chosen so that the UNet sees exactly
 
 Public API: `PREDICTIONS`, `calculate_input`, `calculate_denoised`, `noise_scaling`, `ModelCond`,
 `prepare_conditioning(...)`, `sdxl_time_ids(...)`, `UNetModel(unet, prediction="eps", schedule=None)`,
-`CFGDenoiser(model, positive, negative, cfg)`, `MaskedDenoiser(inner, mask, latent_image, noise)`,
+`CFGDenoiser(model, positive, negative, cfg, cfg_function=None, prepare=None)`, `MaskedDenoiser(inner, mask, latent_image, noise)`,
 `prepare_mask(mask, shape)`, `repeat_to_batch_size(t, n)`.
 """
 
@@ -32,14 +34,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
+from .model_options import CfgArgs, CfgFunction
 from .samplers.common import DenoiseFn
 from .schedules import DiscreteSchedule, sd_schedule
 
-PREDICTIONS = ("eps", "v")
+#: What the UNet predicts (ModelSamplingDiscrete's choices): noise, v, the clean latent (`x0`; `img_to_img` also
+#: takes the latent unscaled), or LCM's noise with its boundary-condition scalings.
+PREDICTIONS = ("eps", "v", "x0", "img_to_img", "lcm")
+#: LCM's boundary condition (Luo et al. 2023): σ_data and the timestep scaling of c_skip / c_out.
+LCM_SIGMA_DATA = 0.5
+LCM_TIMESTEP_SCALING = 10.0
 
 #: Latent of an all-zero (grey) image per channel, the default masked image of SD inpainting models (scaled space).
 BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
@@ -51,18 +59,30 @@ def _view(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return sigma.reshape(sigma.shape[:1] + (1,) * (like.dim() - 1))
 
 
-def calculate_input(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The UNet's input for latent x at noise level σ ([B]): x / sqrt(σ² + 1)."""
+def calculate_input(sigma: torch.Tensor, x: torch.Tensor, prediction: str = "eps") -> torch.Tensor:
+    """The UNet's input for latent x at noise level σ ([B]): x / sqrt(σ² + 1) (`img_to_img`: x itself)."""
+    if prediction == "img_to_img":
+        return x
     return x / (_view(sigma, x) ** 2 + 1.0) ** 0.5
 
 
-def calculate_denoised(prediction: str, sigma: torch.Tensor, model_output: torch.Tensor, x: torch.Tensor):
-    """x0 from the UNet's output (ε or v) for latent x at noise level σ ([B])."""
+def calculate_denoised(prediction: str, sigma: torch.Tensor, model_output: torch.Tensor, x: torch.Tensor,
+                       timestep: torch.Tensor | None = None):
+    """x0 from the UNet's output for latent x at noise level σ ([B]); `lcm` also needs the UNet's timestep ([B])."""
     sigma = _view(sigma, model_output)
     if prediction == "eps":
         return x - model_output * sigma
     if prediction == "v":
         return x * 1.0 / (sigma**2 + 1.0) - model_output * sigma * 1.0 / (sigma**2 + 1.0) ** 0.5
+    if prediction in ("x0", "img_to_img"):
+        return model_output
+    if prediction == "lcm":
+        if timestep is None:
+            raise ValueError("the lcm prediction needs the timestep")
+        scaled = _view(timestep, model_output) * LCM_TIMESTEP_SCALING
+        c_skip = LCM_SIGMA_DATA**2 / (scaled**2 + LCM_SIGMA_DATA**2)
+        c_out = scaled / (scaled**2 + LCM_SIGMA_DATA**2) ** 0.5
+        return c_out * (x - model_output * sigma) + c_skip * x
     raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
 
@@ -249,14 +269,14 @@ class UNetModel:
                 "text_embeds": torch.cat([c.text_embeds for c in conds]).to(self.device, self.dtype),
                 "time_ids": torch.cat([c.time_ids for c in conds]).to(self.device),
             }
-        xc = calculate_input(sigma, x)
+        xc = calculate_input(sigma, x, self.prediction)
         if conds[0].concat is not None:
             xc = torch.cat([xc, torch.cat([c.concat for c in conds]).to(xc.device, xc.dtype)], dim=1)
         timestep = self.schedule.timestep(sigma).float()
         output = self.unet(
             xc.to(self.dtype), timestep, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False
         )[0]
-        return calculate_denoised(self.prediction, sigma, output.float(), x)
+        return calculate_denoised(self.prediction, sigma, output.float(), x, timestep)
 
 
 def _concat_contexts(contexts: list[torch.Tensor]) -> torch.Tensor:
@@ -276,13 +296,20 @@ def _can_batch(a: ModelCond, b: ModelCond) -> bool:
 
 
 class CFGDenoiser:
-    """Classifier-free guidance on denoised predictions: D(x, σ) = uncond + (cond − uncond)·cfg."""
+    """Classifier-free guidance on denoised predictions: D(x, σ) = uncond + (cond − uncond)·cfg.
 
-    def __init__(self, model: UNetModel, positive: Sequence[ModelCond], negative: Sequence[ModelCond], cfg: float):
+    `cfg_function` (a MODEL's option) replaces that formula; `prepare` turns a CONDITIONING into `ModelCond`s for
+    the extra passes such a function may ask for (`CfgArgs.predict`).
+    """
+
+    def __init__(self, model: UNetModel, positive: Sequence[ModelCond], negative: Sequence[ModelCond], cfg: float,
+                 cfg_function: CfgFunction | None = None,
+                 prepare: Callable[[Any], list[ModelCond]] | None = None):
         self.model = model
         self.positive = [c.to(model.device) for c in positive]
         self.negative = [c.to(model.device) for c in negative]
         self.cfg = float(cfg)
+        self.cfg_function, self.prepare = cfg_function, prepare
         # cfg 1 makes the negative irrelevant; ComfyUI then skips it (its prediction counts as zeros).
         self.skip_negative = math.isclose(self.cfg, 1.0)
 
@@ -290,7 +317,16 @@ class CFGDenoiser:
         sides = [self.positive] if self.skip_negative else [self.positive, self.negative]
         cond_pred, *rest = self._predict(x, sigma, sides)
         uncond_pred = rest[0] if rest else torch.zeros_like(cond_pred)
-        return uncond_pred + (cond_pred - uncond_pred) * self.cfg
+        if self.cfg_function is None:
+            return uncond_pred + (cond_pred - uncond_pred) * self.cfg
+        predict = lambda conditioning: self._predict_other(x, sigma, conditioning)
+        return self.cfg_function(CfgArgs(x, sigma, cond_pred, uncond_pred, self.cfg, predict))
+
+    def _predict_other(self, x: torch.Tensor, sigma: torch.Tensor, conditioning: Any) -> torch.Tensor:
+        if self.prepare is None:
+            raise ValueError("this denoiser cannot prepare other conditioning for a guidance function")
+        conds = [c.to(self.model.device) for c in self.prepare(conditioning)]
+        return self._predict(x, sigma, [conds])[0]
 
     def _predict(self, x, sigma, sides: list[list[ModelCond]]) -> list[torch.Tensor]:
         """The strength-weighted average prediction of each side, with batches shared across sides."""

@@ -1,0 +1,61 @@
+"""Model-patch nodes: a MODEL in, a MODEL out that samples differently; the model given is never changed.
+
+ComfyUI's names, inputs, defaults and categories (`comfy_extras.nodes_model_advanced`, `nodes_freelunch`,
+`nodes_perpneg`). Each returns a new handle on the same UNet with new `ModelOptions` (nodes/sd/model_options.py);
+the executor's cached input handle keeps sampling as before.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from nodes.api import Context, Input, Node, node
+from nodes.sd.guidance import PerpNeg as PerpNegGuidance
+from nodes.sd.guidance import RescaleCFG as RescaleCFGGuidance
+from nodes.sd.schedules import DistilledSchedule, sd_schedule
+from nodes.types import Conditioning, Model
+
+ADVANCED = "comfy_extras.nodes_model_advanced"
+#: ModelSamplingDiscrete's choices → what the UNet predicts (`denoiser.PREDICTIONS`).
+SAMPLING_PREDICTIONS = {"eps": "eps", "v_prediction": "v", "lcm": "lcm", "x0": "x0", "img_to_img": "img_to_img"}
+
+
+@node(category="advanced/model", version="1.0.0", python_module=ADVANCED)
+class ModelSamplingDiscrete(Node):
+    """Sample the model as predicting noise, v, LCM-distilled noise, or the clean latent, optionally with its
+    schedule rescaled to zero terminal SNR."""
+
+    model: Model = Input()
+    sampling: Literal[tuple(SAMPLING_PREDICTIONS)] = Input()  # type: ignore[valid-type]
+    zsnr: bool = Input(False)
+
+    def run(self, ctx: Context) -> Model:
+        schedule = sd_schedule().zero_terminal_snr() if self.zsnr else sd_schedule()
+        if self.sampling == "lcm":
+            schedule = DistilledSchedule(schedule)
+        return self.model.with_options(prediction=SAMPLING_PREDICTIONS[self.sampling], schedule=schedule)
+
+
+@node(category="advanced/model", version="1.0.0", python_module=ADVANCED)
+class RescaleCFG(Node):
+    """Rescale the guided prediction's standard deviation towards the positive prediction's (less over-exposure
+    at high cfg, mainly for v-prediction models)."""
+
+    model: Model = Input()
+    multiplier: float = Input(0.7, ge=0.0, le=1.0, step=0.01)
+
+    def run(self, ctx: Context) -> Model:
+        return self.model.with_options(cfg_function=RescaleCFGGuidance(self.multiplier))
+
+
+@node(category="_for_testing", version="1.0.0", python_module="comfy_extras.nodes_perpneg",
+      display_name="Perp-Neg (DEPRECATED by PerpNegGuider)", deprecated=True, experimental=True)
+class PerpNeg(Node):
+    """Perpendicular negative guidance: remove from the negative what it shares with the positive, relative to
+    the empty prompt's prediction."""
+
+    model: Model = Input()
+    empty_conditioning: Conditioning = Input()
+    neg_scale: float = Input(1.0, ge=0.0, le=100.0, step=0.01)
+
+    def run(self, ctx: Context) -> Model:
+        return self.model.with_options(cfg_function=PerpNegGuidance(self.empty_conditioning, self.neg_scale))

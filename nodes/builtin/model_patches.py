@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from nodes.api import Context, Input, Node, node
+from nodes.sd.freeu import FreeU as FreeUPatch
 from nodes.sd.guidance import PerpNeg as PerpNegGuidance
 from nodes.sd.guidance import RescaleCFG as RescaleCFGGuidance
 from nodes.sd.schedules import DistilledSchedule, sd_schedule
@@ -59,3 +60,40 @@ class PerpNeg(Node):
 
     def run(self, ctx: Context) -> Model:
         return self.model.with_options(cfg_function=PerpNegGuidance(self.empty_conditioning, self.neg_scale))
+
+
+def _factor(default: float):
+    return Input(default, ge=0.0, le=10.0, step=0.01)
+
+
+def _with_freeu(model, patch: FreeUPatch):
+    return model.with_options(unet_patches=model.options.unet_patches + (patch,))
+
+
+@node(category="model_patches/unet", version="1.0.0", python_module="comfy_extras.nodes_freelunch")
+class FreeU(Node):
+    """FreeU: amplify the UNet decoder's backbone features (b1, b2) and damp the low frequencies of its skip
+    connections (s1, s2)."""
+
+    model: Model = Input()
+    b1: float = _factor(1.1)
+    b2: float = _factor(1.2)
+    s1: float = _factor(0.9)
+    s2: float = _factor(0.2)
+
+    def run(self, ctx: Context) -> Model:
+        return _with_freeu(self.model, FreeUPatch(self.b1, self.b2, self.s1, self.s2))
+
+
+@node(category="model_patches/unet", version="1.0.0", python_module="comfy_extras.nodes_freelunch")
+class FreeU_V2(Node):
+    """FreeU v2: like FreeU, with the backbone amplified in proportion to each pixel's mean feature."""
+
+    model: Model = Input()
+    b1: float = _factor(1.3)
+    b2: float = _factor(1.4)
+    s1: float = _factor(0.9)
+    s2: float = _factor(0.2)
+
+    def run(self, ctx: Context) -> Model:
+        return _with_freeu(self.model, FreeUPatch(self.b1, self.b2, self.s1, self.s2, adaptive=True))

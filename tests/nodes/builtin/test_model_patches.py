@@ -132,6 +132,15 @@ def test_perp_neg_evaluates_the_empty_prompt(env, reference):
     assert changed(run_patched(env, reference, workflow(model=("10", 0), **nodes)), reference)
 
 
+@pytest.mark.parametrize("class_type", ["FreeU", "FreeU_V2"])
+def test_freeu_changes_the_result_and_neutral_factors_do_not(env, reference, class_type):
+    factors = dict(b1=1.1, b2=1.3, s1=0.9, s2=0.2)
+    assert changed(run_patched(env, reference, workflow(model=("10", 0), **{"10": patch(class_type, **factors)})),
+                   reference)
+    neutral = image(fresh(env), workflow(model=("10", 0), **{"10": patch(class_type, b1=1.0, b2=1.0, s1=1.0, s2=1.0)}))
+    torch.testing.assert_close(neutral, reference, rtol=0, atol=1e-4)
+
+
 def opts(entry, name):
     value = entry["input"]["required"][name]
     return {k: v for k, v in value[1].items() if k != "tooltip"} if len(value) > 1 else {}
@@ -152,6 +161,13 @@ def test_object_info_matches_comfyui(info):
     for name in ("ModelSamplingDiscrete", "RescaleCFG"):
         assert (info[name]["category"], info[name]["python_module"], info[name]["output"]) == (
             "advanced/model", "comfy_extras.nodes_model_advanced", ["MODEL"])
+    for name, defaults in (("FreeU", (1.1, 1.2, 0.9, 0.2)), ("FreeU_V2", (1.3, 1.4, 0.9, 0.2))):
+        entry = info[name]
+        assert entry["input_order"]["required"] == ["model", "b1", "b2", "s1", "s2"]
+        assert [opts(entry, k) for k in ("b1", "b2", "s1", "s2")] == [
+            {"default": d, "min": 0.0, "max": 10.0, "step": 0.01} for d in defaults]
+        assert (entry["category"], entry["python_module"], entry["output"]) == (
+            "model_patches/unet", "comfy_extras.nodes_freelunch", ["MODEL"])
     perp = info["PerpNeg"]
     assert perp["input_order"]["required"] == ["model", "empty_conditioning", "neg_scale"]
     assert opts(perp, "neg_scale") == {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.01}

@@ -1,19 +1,21 @@
 """Model-patch nodes: a MODEL in, a MODEL out that samples differently; the model given is never changed.
 
 ComfyUI's names, inputs, defaults and categories (`comfy_extras.nodes_model_advanced`, `nodes_freelunch`,
-`nodes_perpneg`). Each returns a new handle on the same UNet with new `ModelOptions` (nodes/sd/model_options.py);
+`nodes_perpneg`, `nodes_hypernetwork`). Each returns a new handle on the same UNet with new `ModelOptions` (nodes/sd/model_options.py);
 the executor's cached input handle keeps sampling as before.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from nodes.api import Context, Input, Node, node
+from nodes.api import Context, Environment, Input, Node, node
+from nodes.builtin.loaders import file_fingerprint
 from nodes.sd.freeu import FreeU as FreeUPatch
 from nodes.sd.guidance import PerpNeg as PerpNegGuidance
+from nodes.sd.hypernetwork import Hypernetwork, load_hypernetwork
 from nodes.sd.guidance import RescaleCFG as RescaleCFGGuidance
 from nodes.sd.schedules import DistilledSchedule, sd_schedule
-from nodes.types import Conditioning, Model
+from nodes.types import Choices, Conditioning, Model
 
 ADVANCED = "comfy_extras.nodes_model_advanced"
 #: ModelSamplingDiscrete's choices → what the UNet predicts (`denoiser.PREDICTIONS`).
@@ -66,7 +68,7 @@ def _factor(default: float):
     return Input(default, ge=0.0, le=10.0, step=0.01)
 
 
-def _with_freeu(model, patch: FreeUPatch):
+def _with_unet_patch(model, patch) -> Model:
     return model.with_options(unet_patches=model.options.unet_patches + (patch,))
 
 
@@ -82,7 +84,7 @@ class FreeU(Node):
     s2: float = _factor(0.2)
 
     def run(self, ctx: Context) -> Model:
-        return _with_freeu(self.model, FreeUPatch(self.b1, self.b2, self.s1, self.s2))
+        return _with_unet_patch(self.model, FreeUPatch(self.b1, self.b2, self.s1, self.s2))
 
 
 @node(category="model_patches/unet", version="1.0.0", python_module="comfy_extras.nodes_freelunch")
@@ -96,4 +98,27 @@ class FreeU_V2(Node):
     s2: float = _factor(0.2)
 
     def run(self, ctx: Context) -> Model:
-        return _with_freeu(self.model, FreeUPatch(self.b1, self.b2, self.s1, self.s2, adaptive=True))
+        return _with_unet_patch(self.model, FreeUPatch(self.b1, self.b2, self.s1, self.s2, adaptive=True))
+
+
+def _hypernetworks(env: Environment) -> list[str]:
+    return env.paths.model_files("hypernetworks")
+
+
+@node(category="loaders", version="1.0.0", python_module="comfy_extras.nodes_hypernetwork")
+class HypernetworkLoader(Node):
+    """Apply an A1111 hypernetwork from `models/hypernetworks` (.pt, needs --allow-pickle) to the attention
+    layers' keys and values."""
+
+    model: Model = Input()
+    hypernetwork_name: Annotated[str, Choices(_hypernetworks)] = Input()
+    strength: float = Input(1.0, ge=-10.0, le=10.0, step=0.01)
+
+    def run(self, ctx: Context) -> Model:
+        path = ctx.env.paths.resolve(ctx.env.paths.models("hypernetworks"), self.hypernetwork_name)
+        networks = load_hypernetwork(path, allow_pickle=ctx.env.allow_pickle)
+        return _with_unet_patch(self.model, Hypernetwork(networks, self.strength))
+
+    @classmethod
+    def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
+        return file_fingerprint(env, "hypernetworks", inputs["hypernetwork_name"])

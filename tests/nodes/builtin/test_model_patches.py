@@ -10,11 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from executor.run import Executor
 from nodes.api import Environment
 from nodes.builtin import builtin_registry
 from nodes.paths import DataPaths
 from nodes.sd import tiny
 from tests.nodes.builtin.test_lora_nodes import execute, fresh, image
+from tests.nodes.sd.test_hypernetwork import write_hypernetwork
 
 CKPT = "tiny.safetensors"
 
@@ -57,9 +59,9 @@ def patch(class_type: str, **inputs) -> dict:
     return {"class_type": class_type, "inputs": {"model": ["4", 0], **inputs}}
 
 
-def run_patched(env, reference, wf: dict) -> torch.Tensor:
+def run_patched(env, reference, wf: dict, executor: Executor | None = None) -> torch.Tensor:
     """The patched workflow's image; then the base workflow on the same executor must still give `reference`."""
-    executor = fresh(env)
+    executor = executor or fresh(env)
     patched = image(executor, wf)
     result = execute(executor, workflow())
     assert "4" in result.cached and "3" in result.executed
@@ -141,6 +143,18 @@ def test_freeu_changes_the_result_and_neutral_factors_do_not(env, reference, cla
     torch.testing.assert_close(neutral, reference, rtol=0, atol=1e-4)
 
 
+def test_hypernetwork_loader_needs_pickle_and_patches_attention(env, reference):
+    write_hypernetwork(env.paths.models("hypernetworks") / "tiny.pt")
+    wf = workflow(model=("10", 0), **{"10": patch("HypernetworkLoader", hypernetwork_name="tiny.pt", strength=1.0)})
+    refused = execute(fresh(env), wf)
+    assert refused.status == "error" and refused.error.node_id == "10"
+    assert "--allow-pickle" in refused.error.exception_message
+    trusting = Executor(Environment(env.paths, allow_pickle=True))
+    assert changed(run_patched(env, reference, wf, trusting), reference)
+    wf["10"]["inputs"]["strength"] = 0.0
+    assert torch.equal(image(trusting, wf), reference)
+
+
 def opts(entry, name):
     value = entry["input"]["required"][name]
     return {k: v for k, v in value[1].items() if k != "tooltip"} if len(value) > 1 else {}
@@ -168,6 +182,11 @@ def test_object_info_matches_comfyui(info):
             {"default": d, "min": 0.0, "max": 10.0, "step": 0.01} for d in defaults]
         assert (entry["category"], entry["python_module"], entry["output"]) == (
             "model_patches/unet", "comfy_extras.nodes_freelunch", ["MODEL"])
+    hyper = info["HypernetworkLoader"]
+    assert hyper["input_order"]["required"] == ["model", "hypernetwork_name", "strength"]
+    assert opts(hyper, "strength") == {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}
+    assert (hyper["category"], hyper["python_module"], hyper["output"]) == (
+        "loaders", "comfy_extras.nodes_hypernetwork", ["MODEL"])
     perp = info["PerpNeg"]
     assert perp["input_order"]["required"] == ["model", "empty_conditioning", "neg_scale"]
     assert opts(perp, "neg_scale") == {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.01}

@@ -1,7 +1,7 @@
 """Model-patch nodes: a MODEL in, a MODEL out that samples differently; the model given is never changed.
 
 ComfyUI's names, inputs, defaults and categories (`comfy_extras.nodes_model_advanced`, `nodes_freelunch`,
-`nodes_perpneg`, `nodes_hypernetwork`). Each returns a new handle on the same UNet with new `ModelOptions` (nodes/sd/model_options.py);
+`nodes_perpneg`, `nodes_sag`, `nodes_hypernetwork`). Each returns a new handle on the same UNet with new `ModelOptions` (nodes/sd/model_options.py);
 the executor's cached input handle keeps sampling as before.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from nodes.sd.freeu import FreeU as FreeUPatch
 from nodes.sd.guidance import PerpNeg as PerpNegGuidance
 from nodes.sd.hypernetwork import Hypernetwork, load_hypernetwork
 from nodes.sd.guidance import RescaleCFG as RescaleCFGGuidance
+from nodes.sd.sag import SelfAttentionGuidance as SagPatch
 from nodes.sd.schedules import DistilledSchedule, sd_schedule
 from nodes.types import Choices, Conditioning, Model
 
@@ -62,6 +63,24 @@ class PerpNeg(Node):
 
     def run(self, ctx: Context) -> Model:
         return self.model.with_options(cfg_function=PerpNegGuidance(self.empty_conditioning, self.neg_scale))
+
+
+@node(category="_for_testing", version="1.0.0", python_module="comfy_extras.nodes_sag",
+      display_name="Self-Attention Guidance")
+class SelfAttentionGuidance(Node):
+    """Guide away from a blurred copy of the prediction, blurred where the middle block's self-attention
+    concentrates (the negative is evaluated even at cfg 1)."""
+
+    model: Model = Input()
+    scale: float = Input(0.5, ge=-2.0, le=5.0, step=0.01)
+    blur_sigma: float = Input(2.0, ge=0.0, le=10.0, step=0.1)
+
+    def run(self, ctx: Context) -> Model:
+        sag = SagPatch(self.scale, self.blur_sigma)
+        options = self.model.options
+        return self.model.with_options(post_cfg_functions=options.post_cfg_functions + (sag,),
+                                       disable_cfg1_optimization=True,
+                                       unet_patches=options.unet_patches + (sag,))
 
 
 def _factor(default: float):

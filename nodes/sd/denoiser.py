@@ -26,7 +26,7 @@ Rules (reference §6.3, §6.6, §6.8), each chosen so that the UNet sees exactly
 
 Public API: `PREDICTIONS`, `calculate_input`, `calculate_denoised`, `noise_scaling`, `ModelCond`,
 `prepare_conditioning(...)`, `sdxl_time_ids(...)`, `UNetModel(unet, prediction="eps", schedule=None)`,
-`CFGDenoiser(model, positive, negative, cfg, cfg_function=None, prepare=None)`, `MaskedDenoiser(inner, mask, latent_image, noise)`,
+`CFGDenoiser(model, positive, negative, cfg, options=None, prepare=None)`, `MaskedDenoiser(inner, mask, latent_image, noise)`,
 `prepare_mask(mask, shape)`, `repeat_to_batch_size(t, n)`.
 """
 
@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .model_options import CfgArgs, CfgFunction
+from .model_options import CfgArgs, ModelOptions
 from .samplers.common import DenoiseFn
 from .schedules import DiscreteSchedule, sd_schedule
 
@@ -298,29 +298,38 @@ def _can_batch(a: ModelCond, b: ModelCond) -> bool:
 class CFGDenoiser:
     """Classifier-free guidance on denoised predictions: D(x, σ) = uncond + (cond − uncond)·cfg.
 
-    `cfg_function` (a MODEL's option) replaces that formula; `prepare` turns a CONDITIONING into `ModelCond`s for
-    the extra passes such a function may ask for (`CfgArgs.predict`).
+    A MODEL's `options` may replace that formula (`cfg_function`) and adjust its result (`post_cfg_functions`);
+    `prepare` turns a CONDITIONING into `ModelCond`s for the extra passes they may ask for (`CfgArgs.predict`).
     """
 
     def __init__(self, model: UNetModel, positive: Sequence[ModelCond], negative: Sequence[ModelCond], cfg: float,
-                 cfg_function: CfgFunction | None = None,
+                 options: ModelOptions | None = None,
                  prepare: Callable[[Any], list[ModelCond]] | None = None):
         self.model = model
         self.positive = [c.to(model.device) for c in positive]
         self.negative = [c.to(model.device) for c in negative]
         self.cfg = float(cfg)
-        self.cfg_function, self.prepare = cfg_function, prepare
+        self.options, self.prepare = options or ModelOptions(), prepare
         # cfg 1 makes the negative irrelevant; ComfyUI then skips it (its prediction counts as zeros).
-        self.skip_negative = math.isclose(self.cfg, 1.0)
+        self.skip_negative = math.isclose(self.cfg, 1.0) and not self.options.disable_cfg1_optimization
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         sides = [self.positive] if self.skip_negative else [self.positive, self.negative]
         cond_pred, *rest = self._predict(x, sigma, sides)
         uncond_pred = rest[0] if rest else torch.zeros_like(cond_pred)
-        if self.cfg_function is None:
+        options = self.options
+        if options.cfg_function is None and not options.post_cfg_functions:
             return uncond_pred + (cond_pred - uncond_pred) * self.cfg
-        predict = lambda conditioning: self._predict_other(x, sigma, conditioning)
-        return self.cfg_function(CfgArgs(x, sigma, cond_pred, uncond_pred, self.cfg, predict))
+        args = CfgArgs(x, sigma, cond_pred, uncond_pred, self.cfg,
+                       predict=lambda conditioning: self._predict_other(x, sigma, conditioning),
+                       predict_negative=lambda other_x: self._predict(other_x, sigma, [self.negative])[0])
+        if options.cfg_function is None:
+            result = uncond_pred + (cond_pred - uncond_pred) * self.cfg
+        else:
+            result = options.cfg_function(args)
+        for adjust in options.post_cfg_functions:
+            result = adjust(args, result)
+        return result
 
     def _predict_other(self, x: torch.Tensor, sigma: torch.Tensor, conditioning: Any) -> torch.Tensor:
         if self.prepare is None:

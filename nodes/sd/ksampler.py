@@ -168,7 +168,7 @@ def _denoiser(unet, prediction, schedule, positive, negative, cfg, latent_image,
         prepare_conditioning(positive, unet.config, negative=False, **common),
         prepare_conditioning(negative, unet.config, negative=True, **common),
         cfg,
-        options.cfg_function,
+        options,
         lambda conditioning: prepare_conditioning(conditioning, unet.config, negative=True, **common),
     )
     return denoise_fn if mask is None else MaskedDenoiser(denoise_fn, mask, latent_image, inpaint_noise)

@@ -8,6 +8,8 @@ each patch node returns a new handle with new options), and the sampler reads it
 * `cfg_function` replaces classifier-free guidance, ComfyUI's `sampler_cfg_function` (RescaleCFG, PerpNeg). It
   gets a `CfgArgs` and returns the guided x0 (ComfyUI's returns x − x0; ours speaks x0 throughout). Setting it
   again replaces the previous one, as in ComfyUI.
+* `post_cfg_functions` then adjust the guided x0 in order (ComfyUI's `sampler_post_cfg_function`: Self-Attention
+  Guidance); `disable_cfg1_optimization` makes the negative be evaluated even at cfg 1, for those that need it.
 * `unet_patches` hook into the UNet's modules while a sampler runs and only then (FreeU, hypernetworks): each is
   a `UNetPatch` whose `attach(unet)` context manager registers PyTorch hooks and removes them on exit, so the
   shared module is the unpatched one again afterwards. Patches stack in the order they were added.
@@ -27,8 +29,9 @@ from nodes.sd.schedules import DiscreteSchedule
 class CfgArgs:
     """What a guidance function sees at one model evaluation (tensors in scaled latent space, on the UNet's device).
 
-    `predict(conditioning)` runs the model on another CONDITIONING at the same x and σ and returns its x0.
-    With cfg 1 the negative is not evaluated and `uncond_denoised` is zeros, as in ComfyUI.
+    `predict(conditioning)` runs the model on another CONDITIONING at the same x and σ and returns its x0;
+    `predict_negative(x)` runs it on the negative at another latent, same σ. With cfg 1 the negative is not
+    evaluated and `uncond_denoised` is zeros (unless `disable_cfg1_optimization`), as in ComfyUI.
     """
 
     x: torch.Tensor
@@ -37,9 +40,12 @@ class CfgArgs:
     uncond_denoised: torch.Tensor
     cond_scale: float
     predict: Callable[[Any], torch.Tensor]
+    predict_negative: Callable[[torch.Tensor], torch.Tensor]
 
 
 CfgFunction = Callable[[CfgArgs], torch.Tensor]
+#: (args, the guided x0) → the adjusted x0.
+PostCfgFunction = Callable[[CfgArgs, torch.Tensor], torch.Tensor]
 
 
 class UNetPatch(Protocol):
@@ -55,6 +61,8 @@ class ModelOptions:
     prediction: str | None = None
     schedule: DiscreteSchedule | None = None
     cfg_function: CfgFunction | None = None
+    post_cfg_functions: tuple[PostCfgFunction, ...] = ()
+    disable_cfg1_optimization: bool = False
     unet_patches: tuple[UNetPatch, ...] = ()
 
 

@@ -39,10 +39,10 @@ def reference(env):
     return image(fresh(env), workflow())
 
 
-def workflow(model=("4", 0), cfg=6.0, sampler="euler", scheduler="normal", **nodes) -> dict:
+def workflow(model=("4", 0), cfg=6.0, sampler="euler", scheduler="normal", size=32, **nodes) -> dict:
     wf = {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 1}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse at dusk", "clip": ["4", 1]}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "fog", "clip": ["4", 1]}},
         "3": {"class_type": "KSampler", "inputs": {"model": list(model), "seed": 5, "steps": 2, "cfg": cfg,
@@ -59,11 +59,11 @@ def patch(class_type: str, **inputs) -> dict:
     return {"class_type": class_type, "inputs": {"model": ["4", 0], **inputs}}
 
 
-def run_patched(env, reference, wf: dict, executor: Executor | None = None) -> torch.Tensor:
+def run_patched(env, reference, wf: dict, executor: Executor | None = None, base: dict | None = None) -> torch.Tensor:
     """The patched workflow's image; then the base workflow on the same executor must still give `reference`."""
     executor = executor or fresh(env)
     patched = image(executor, wf)
-    result = execute(executor, workflow())
+    result = execute(executor, base or workflow())
     assert "4" in result.cached and "3" in result.executed
     assert torch.equal(result.values["8"].outputs[0][0], reference)
     return patched
@@ -155,6 +155,13 @@ def test_hypernetwork_loader_needs_pickle_and_patches_attention(env, reference):
     assert torch.equal(image(trusting, wf), reference)
 
 
+def test_self_attention_guidance_changes_the_result(env):
+    base = workflow(size=64)  # SAG leaves latents of 4 pixels or fewer a side alone
+    reference = image(fresh(env), base)
+    wf = workflow(size=64, model=("10", 0), **{"10": patch("SelfAttentionGuidance", scale=0.5, blur_sigma=2.0)})
+    assert changed(run_patched(env, reference, wf, base=base), reference)
+
+
 def opts(entry, name):
     value = entry["input"]["required"][name]
     return {k: v for k, v in value[1].items() if k != "tooltip"} if len(value) > 1 else {}
@@ -187,6 +194,11 @@ def test_object_info_matches_comfyui(info):
     assert opts(hyper, "strength") == {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}
     assert (hyper["category"], hyper["python_module"], hyper["output"]) == (
         "loaders", "comfy_extras.nodes_hypernetwork", ["MODEL"])
+    sag = info["SelfAttentionGuidance"]
+    assert opts(sag, "scale") == {"default": 0.5, "min": -2.0, "max": 5.0, "step": 0.01}
+    assert opts(sag, "blur_sigma") == {"default": 2.0, "min": 0.0, "max": 10.0, "step": 0.1}
+    assert (sag["category"], sag["python_module"], sag["display_name"]) == (
+        "_for_testing", "comfy_extras.nodes_sag", "Self-Attention Guidance")
     perp = info["PerpNeg"]
     assert perp["input_order"]["required"] == ["model", "empty_conditioning", "neg_scale"]
     assert opts(perp, "neg_scale") == {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.01}

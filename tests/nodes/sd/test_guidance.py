@@ -8,7 +8,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import resca
 
 from nodes.sd.denoiser import CFGDenoiser, UNetModel, prepare_conditioning
 from nodes.sd.guidance import PerpNeg, RescaleCFG
-from nodes.sd.model_options import CfgArgs
+from nodes.sd.model_options import CfgArgs, ModelOptions
 from tests.nodes.sd._sampling_helpers import conditioning, tiny_unet
 from tests.nodes.sd.test_denoiser import direct
 
@@ -39,7 +39,7 @@ def test_rescale_cfg_is_diffusers_rescale_in_v_space(multiplier):
     view = sigma.reshape(2, 1, 1, 1)
     v_cond, v_uncond = to_v(x, cond, view), to_v(x, uncond, view)
     expected = from_v(x, rescale_noise_cfg(v_uncond + 7.0 * (v_cond - v_uncond), v_cond, multiplier), view)
-    got = RescaleCFG(multiplier)(CfgArgs(x, sigma, cond, uncond, 7.0, no_predict))
+    got = RescaleCFG(multiplier)(CfgArgs(x, sigma, cond, uncond, 7.0, no_predict, no_predict))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     if multiplier == 0.0:
         torch.testing.assert_close(got, uncond + 7.0 * (cond - uncond), rtol=1e-5, atol=1e-5)
@@ -50,7 +50,7 @@ def test_perp_neg_on_the_tiny_unet():
     pos, neg, empty = conditioning(1), conditioning(2), conditioning(3)
     prepare = lambda c, **kw: prepare_conditioning(c, unet.config, batch_size=1, latent_hw=(8, 8), **kw)
     denoiser = CFGDenoiser(UNetModel(unet), prepare(pos), prepare(neg, negative=True), 5.0,
-                           PerpNeg(empty, neg_scale=0.8), lambda c: prepare(c, negative=True))
+                           ModelOptions(cfg_function=PerpNeg(empty, neg_scale=0.8)), lambda c: prepare(c, negative=True))
     x, sigma = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4)) * 2, 2.0
     got = denoiser(x, torch.tensor([sigma]))
 

@@ -1,8 +1,8 @@
 """Model-patch nodes: a MODEL in, a MODEL out that samples differently; the model given is never changed.
 
 ComfyUI's names, inputs, defaults and categories (`comfy_extras.nodes_model_advanced`, `nodes_freelunch`,
-`nodes_perpneg`, `nodes_sag`, `nodes_hypernetwork`). Each returns a new handle on the same UNet with new `ModelOptions` (nodes/sd/model_options.py);
-the executor's cached input handle keeps sampling as before.
+`nodes_perpneg`, `nodes_sag`, `nodes_hypernetwork`). Each returns a new handle on the same UNet with new
+`ModelOptions` (nodes/sd/model_options.py); the executor's cached input handle keeps sampling as before.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from nodes.api import Context, Environment, Input, Node, node
 from nodes.builtin.loaders import file_fingerprint
 from nodes.sd.freeu import FreeU as FreeUPatch
 from nodes.sd.guidance import PerpNeg as PerpNegGuidance
-from nodes.sd.hypernetwork import Hypernetwork, load_hypernetwork
 from nodes.sd.guidance import RescaleCFG as RescaleCFGGuidance
+from nodes.sd.hypernetwork import Hypernetwork, load_hypernetwork
 from nodes.sd.sag import SelfAttentionGuidance as SagPatch
 from nodes.sd.schedules import DistilledSchedule, sd_schedule
 from nodes.types import Choices, Conditioning, Model

@@ -20,7 +20,8 @@ Rules (reference §6.3, §6.6, §6.8), each chosen so that the UNet sees exactly
   orders it); token lengths that differ are repeated up to their least common multiple when that is at most
   4× the shorter one, otherwise they run as separate calls. Several entries on one side give the
   strength-weighted average of their predictions. result = uncond + (cond − uncond)·cfg on the *denoised*
-  predictions; with cfg == 1 the negative is not evaluated.
+  predictions; with cfg == 1 the negative is not evaluated. A MODEL's `ModelOptions` may replace that formula,
+  adjust its result and keep the negative at cfg 1 (RescaleCFG, PerpNeg, SAG: nodes/sd/model_options.py).
 * Inpainting (`MaskedDenoiser`, mask 1 = regenerate): before each model call x ← x·m + (noise·σ + latent)·(1 − m),
   after it x0 ← x0·m + latent·(1 − m).
 

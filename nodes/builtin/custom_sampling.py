@@ -28,7 +28,7 @@ from nodes.builtin.sampling import SamplerName, SchedulerName, step_reporter
 from nodes.sd.handles import ModelHandle
 from nodes.sd.ksampler import sample_sigmas
 from nodes.sd.noise import MAX_SEED, prepare_noise, zero_noise
-from nodes.sd.schedules import calculate_sigmas, exponential_sigmas, karras_sigmas, sd_schedule
+from nodes.sd.schedules import calculate_sigmas, exponential_sigmas, karras_sigmas, sd_turbo_sigmas
 from nodes.types import Conditioning, Latent, Model, socket
 
 Sampler = socket("SAMPLER")
@@ -89,8 +89,8 @@ def sample_custom(ctx: Context | None, guider: Guider, noise: NoiseSource, sampl
         result = sample_sigmas(
             model.unet, latent=samples, noise=noise.generate(latent), sigmas=sigmas, sampler_name=sampler.name,
             seed=noise.seed, cfg=guider.cfg, positive=guider.positive, negative=guider.negative,
-            latent_scale=model.family.latent_scale, prediction=model.family.prediction,
-            noise_mask=latent.get("noise_mask"), callback=on_step,
+            latent_scale=model.family.latent_scale, prediction=model.prediction, schedule=model.schedule,
+            options=model.options, noise_mask=latent.get("noise_mask"), callback=on_step,
         )
     out = {**latent, "samples": result}
     if "x0" not in last:
@@ -169,7 +169,7 @@ class BasicScheduler(Node):
             if self.denoise <= 0.0:
                 return torch.zeros([0], dtype=torch.float32)
             total_steps = int(self.steps / self.denoise)
-        return calculate_sigmas(sd_schedule(), self.scheduler, total_steps)[-(self.steps + 1):]
+        return calculate_sigmas(self.model.schedule, self.scheduler, total_steps)[-(self.steps + 1):]
 
 
 @node(category=f"{CATEGORY}/schedulers", version="1.0.0", python_module=MODULE)
@@ -195,6 +195,18 @@ class ExponentialScheduler(Node):
 
     def run(self, ctx: Context) -> Sigmas:
         return exponential_sigmas(self.steps, self.sigma_min, self.sigma_max)
+
+
+@node(category=f"{CATEGORY}/schedulers", version="1.0.0", python_module=MODULE)
+class SDTurboScheduler(Node):
+    """SD Turbo's sigmas: timesteps 999, 899, … (one step by default); denoise below 1 starts further down."""
+
+    model: Model = Input()
+    steps: int = Input(1, ge=1, le=10)
+    denoise: float = Input(1.0, ge=0.0, le=1.0, step=0.01)
+
+    def run(self, ctx: Context) -> Sigmas:
+        return sd_turbo_sigmas(self.model.schedule, self.steps, self.denoise)
 
 
 @node(category=f"{CATEGORY}/sigmas", version="1.0.0", python_module=MODULE)

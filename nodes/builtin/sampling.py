@@ -31,8 +31,9 @@ def run_sampler(ctx: Context, model: ModelHandle, latent: dict[str, Any], **opti
     """Sample with progress, previews and interrupt through `ctx`; returns a new LATENT dict."""
     with model.manager.use(model.unet):
         samples = sample(model.unet, latent=latent["samples"], latent_scale=model.family.latent_scale,
-                         prediction=model.family.prediction, noise_mask=latent.get("noise_mask"),
-                         batch_index=latent.get("batch_index"), callback=step_reporter(ctx, model), **options)
+                         prediction=model.prediction, schedule=model.schedule, options=model.options,
+                         noise_mask=latent.get("noise_mask"), batch_index=latent.get("batch_index"),
+                         callback=step_reporter(ctx, model), **options)
     return {**latent, "samples": samples}
 
 

@@ -3,9 +3,11 @@
 Rules (reference §6.3, §6.6, §6.8), each chosen so that the UNet sees exactly what ComfyUI feeds it:
 
 * Model sampling (`calculate_input`, `calculate_denoised`, `noise_scaling`): the UNet input is
-  x / sqrt(σ² + 1); its timestep is the **integer** t nearest to σ in log σ (`DiscreteSchedule.timestep`),
-  passed as a float tensor; eps models give x0 = x − ε·σ, v models x0 = x/(σ² + 1) − v·σ/sqrt(σ² + 1). The UNet
-  runs in its own dtype and device; its output is cast to float32, and all sampling math stays float32.
+  x / sqrt(σ² + 1) (x itself for `img_to_img`); its timestep is the **integer** t nearest to σ in log σ
+  (`DiscreteSchedule.timestep`), passed as a float tensor; eps models give x0 = x − ε·σ, v models
+  x0 = x/(σ² + 1) − v·σ/sqrt(σ² + 1), x0 models x0 = output, LCM x0 = c_out·(x − ε·σ) + c_skip·x with
+  c_skip = σ_d²/((10t)² + σ_d²), c_out = 10t/sqrt((10t)² + σ_d²), σ_d = 0.5. The UNet runs in its own dtype and
+  device; its output is cast to float32, and all sampling math stays float32.
 * Conditioning (`prepare_conditioning`) takes ComfyUI's CONDITIONING value, a list of
   `[cond [1, T, D], {"pooled_output": …, …}]` entries. Each entry becomes one `ModelCond`: the cross-attention
   context, SDXL's added conditioning (`text_embeds` = pooled output, `time_ids` = [height, width, crop_h,
@@ -22,13 +24,14 @@ Rules (reference §6.3, §6.6, §6.8), each chosen so that the UNet sees exactly
   multiple when that is at most 4× the shorter one, otherwise they run as separate calls. Each side's prediction
   is Σ prediction·mult / (1e-37 + Σ mult) per latent pixel, mult being the entry's strength or its per-pixel
   weight (mask, feathered area edges). result = uncond + (cond − uncond)·cfg on the *denoised* predictions; with
-  cfg == 1 the negative is not evaluated.
+  cfg == 1 the negative is not evaluated. A MODEL's `ModelOptions` may replace that formula, adjust its result and
+  keep the negative at cfg 1 (RescaleCFG, PerpNeg, SAG: nodes/sd/model_options.py).
 * Inpainting (`MaskedDenoiser`, mask 1 = regenerate): before each model call x ← x·m + (noise·σ + latent)·(1 − m),
   after it x0 ← x0·m + latent·(1 − m).
 
 Public API: `PREDICTIONS`, `calculate_input`, `calculate_denoised`, `noise_scaling`, `ModelCond`,
 `prepare_conditioning(...)`, `sdxl_time_ids(...)`, `UNetModel(unet, prediction="eps", schedule=None)`,
-`CFGDenoiser(model, positive, negative, cfg)`, `match_opposite_areas(sides)`,
+`CFGDenoiser(model, positive, negative, cfg, options=None, prepare=None)`, `match_opposite_areas(sides)`,
 `MaskedDenoiser(inner, mask, latent_image, noise)`, `prepare_mask(mask, shape)`, `repeat_to_batch_size(t, n)`.
 """
 
@@ -36,15 +39,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from . import regions
+from .model_options import CfgArgs, ModelOptions
 from .samplers.common import DenoiseFn
 from .schedules import DiscreteSchedule, sd_schedule
 
-PREDICTIONS = ("eps", "v")
+#: What the UNet predicts (ModelSamplingDiscrete's choices): noise, v, the clean latent (`x0`; `img_to_img` also
+#: takes the latent unscaled), or LCM's noise with its boundary-condition scalings.
+PREDICTIONS = ("eps", "v", "x0", "img_to_img", "lcm")
+#: LCM's boundary condition (Luo et al. 2023): σ_data and the timestep scaling of c_skip / c_out.
+LCM_SIGMA_DATA = 0.5
+LCM_TIMESTEP_SCALING = 10.0
 
 #: Latent of an all-zero (grey) image per channel, the default masked image of SD inpainting models (scaled space).
 BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
@@ -56,18 +65,30 @@ def _view(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return sigma.reshape(sigma.shape[:1] + (1,) * (like.dim() - 1))
 
 
-def calculate_input(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The UNet's input for latent x at noise level σ ([B]): x / sqrt(σ² + 1)."""
+def calculate_input(sigma: torch.Tensor, x: torch.Tensor, prediction: str = "eps") -> torch.Tensor:
+    """The UNet's input for latent x at noise level σ ([B]): x / sqrt(σ² + 1) (`img_to_img`: x itself)."""
+    if prediction == "img_to_img":
+        return x
     return x / (_view(sigma, x) ** 2 + 1.0) ** 0.5
 
 
-def calculate_denoised(prediction: str, sigma: torch.Tensor, model_output: torch.Tensor, x: torch.Tensor):
-    """x0 from the UNet's output (ε or v) for latent x at noise level σ ([B])."""
+def calculate_denoised(prediction: str, sigma: torch.Tensor, model_output: torch.Tensor, x: torch.Tensor,
+                       timestep: torch.Tensor | None = None):
+    """x0 from the UNet's output for latent x at noise level σ ([B]); `lcm` also needs the UNet's timestep ([B])."""
     sigma = _view(sigma, model_output)
     if prediction == "eps":
         return x - model_output * sigma
     if prediction == "v":
         return x * 1.0 / (sigma**2 + 1.0) - model_output * sigma * 1.0 / (sigma**2 + 1.0) ** 0.5
+    if prediction in ("x0", "img_to_img"):
+        return model_output
+    if prediction == "lcm":
+        if timestep is None:
+            raise ValueError("the lcm prediction needs the timestep")
+        scaled = _view(timestep, model_output) * LCM_TIMESTEP_SCALING
+        c_skip = LCM_SIGMA_DATA**2 / (scaled**2 + LCM_SIGMA_DATA**2)
+        c_out = scaled / (scaled**2 + LCM_SIGMA_DATA**2) ** 0.5
+        return c_out * (x - model_output * sigma) + c_skip * x
     raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
 
@@ -290,7 +311,7 @@ class UNetModel:
                 "text_embeds": torch.cat([c.text_embeds for c in conds]).to(self.device, self.dtype),
                 "time_ids": torch.cat([c.time_ids for c in conds]).to(self.device),
             }
-        xc = calculate_input(sigma, x)
+        xc = calculate_input(sigma, x, self.prediction)
         if conds[0].concat is not None:
             concat = torch.cat([c.crop(c.concat) for c in conds])
             xc = torch.cat([xc, concat.to(xc.device, xc.dtype)], dim=1)
@@ -298,7 +319,7 @@ class UNetModel:
         output = self.unet(
             xc.to(self.dtype), timestep, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False
         )[0]
-        return calculate_denoised(self.prediction, sigma, output.float(), x)
+        return calculate_denoised(self.prediction, sigma, output.float(), x, timestep)
 
 
 def _concat_contexts(contexts: list[torch.Tensor]) -> torch.Tensor:
@@ -318,21 +339,46 @@ def _can_batch(a: ModelCond, b: ModelCond) -> bool:
 
 
 class CFGDenoiser:
-    """Classifier-free guidance on denoised predictions: D(x, σ) = uncond + (cond − uncond)·cfg."""
+    """Classifier-free guidance on denoised predictions: D(x, σ) = uncond + (cond − uncond)·cfg.
 
-    def __init__(self, model: UNetModel, positive: Sequence[ModelCond], negative: Sequence[ModelCond], cfg: float):
+    A MODEL's `options` may replace that formula (`cfg_function`) and adjust its result (`post_cfg_functions`);
+    `prepare` turns a CONDITIONING into `ModelCond`s for the extra passes they may ask for (`CfgArgs.predict`).
+    """
+
+    def __init__(self, model: UNetModel, positive: Sequence[ModelCond], negative: Sequence[ModelCond], cfg: float,
+                 options: ModelOptions | None = None,
+                 prepare: Callable[[Any], list[ModelCond]] | None = None):
         self.model = model
         self.positive, self.negative = match_opposite_areas(
             [[c.to(model.device) for c in positive], [c.to(model.device) for c in negative]])
         self.cfg = float(cfg)
+        self.options, self.prepare = options or ModelOptions(), prepare
         # cfg 1 makes the negative irrelevant; ComfyUI then skips it (its prediction counts as zeros).
-        self.skip_negative = math.isclose(self.cfg, 1.0)
+        self.skip_negative = math.isclose(self.cfg, 1.0) and not self.options.disable_cfg1_optimization
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         sides = [self.positive] if self.skip_negative else [self.positive, self.negative]
         cond_pred, *rest = self._predict(x, sigma, sides)
         uncond_pred = rest[0] if rest else torch.zeros_like(cond_pred)
-        return uncond_pred + (cond_pred - uncond_pred) * self.cfg
+        options = self.options
+        if options.cfg_function is None and not options.post_cfg_functions:
+            return uncond_pred + (cond_pred - uncond_pred) * self.cfg
+        args = CfgArgs(x, sigma, cond_pred, uncond_pred, self.cfg,
+                       predict=lambda conditioning: self._predict_other(x, sigma, conditioning),
+                       predict_negative=lambda other_x: self._predict(other_x, sigma, [self.negative])[0])
+        if options.cfg_function is None:
+            result = uncond_pred + (cond_pred - uncond_pred) * self.cfg
+        else:
+            result = options.cfg_function(args)
+        for adjust in options.post_cfg_functions:
+            result = adjust(args, result)
+        return result
+
+    def _predict_other(self, x: torch.Tensor, sigma: torch.Tensor, conditioning: Any) -> torch.Tensor:
+        if self.prepare is None:
+            raise ValueError("this denoiser cannot prepare other conditioning for a guidance function")
+        conds = [c.to(self.model.device) for c in self.prepare(conditioning)]
+        return self._predict(x, sigma, [conds])[0]
 
     def _predict(self, x, sigma, sides: list[list[ModelCond]]) -> list[torch.Tensor]:
         """Each side's prediction: its entries' predictions on their regions, weighted per pixel by their `mult`

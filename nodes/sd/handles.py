@@ -7,7 +7,8 @@ owns device memory.
 
 Modules are shared by every handle made from them and never changed by one: a LoRA'd handle carries its weight
 patches in its `manager`, a `PatchedManager` view whose `use(module)` applies them (nodes/sd/devices.py), so
-always reach a handle's modules through `handle.manager.use(module)`.
+always reach a handle's modules through `handle.manager.use(module)`. Model-patch nodes (ModelSamplingDiscrete,
+RescaleCFG, FreeU, …) likewise return a MODEL with new `ModelOptions` (nodes/sd/model_options.py) and the same UNet.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from nodes.sd import vae as vae_ops
 from nodes.sd.devices import ModelManager, PatchedManager
 from nodes.sd.embeddings import EmbeddingLibrary
 from nodes.sd.families import ModelFamily
+from nodes.sd.model_options import ModelOptions
+from nodes.sd.schedules import DiscreteSchedule, sd_schedule
 from nodes.sd.text_encoder import TextEncoder, TextEncoding
 
 MANAGER_KEY = "models"
@@ -45,12 +48,30 @@ def unload_models(env: Environment) -> None:
 
 @dataclass(frozen=True)
 class ModelHandle:
-    """MODEL: a diffusion UNet and its family (prediction type, latent scale, inpainting)."""
+    """MODEL: a diffusion UNet and its family (prediction type, latent scale, inpainting), with patch options."""
 
     unet: UNet2DConditionModel
     family: ModelFamily
     manager: ModelManager | PatchedManager = field(repr=False)
     source: str = ""
+    options: ModelOptions = field(default_factory=ModelOptions, repr=False)
+
+    @property
+    def prediction(self) -> str:
+        """What the UNet predicts: the options' override, else the family's."""
+        return self.options.prediction or self.family.prediction
+
+    @property
+    def schedule(self) -> DiscreteSchedule:
+        """The training schedule σ ↔ timestep: the options' override, else SD's (zero-terminal-SNR for `ztsnr`
+        checkpoints)."""
+        if self.options.schedule is not None:
+            return self.options.schedule
+        return sd_schedule().zero_terminal_snr() if self.family.zsnr else sd_schedule()
+
+    def with_options(self, **changes) -> "ModelHandle":
+        """A handle on the same UNet with some options replaced (see `ModelOptions`)."""
+        return replace(self, options=replace(self.options, **changes))
 
 
 @dataclass(frozen=True)

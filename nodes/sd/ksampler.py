@@ -9,7 +9,8 @@
     returns the input latent unchanged;
 (c) x_lat = latent × latent_scale if the latent has any non-zero value, else the zero latent;
 (d) x = noise·sqrt(1 + σ0²) + x_lat when σ0 is σ_max (relative tolerance 1e-5) or above, else noise·σ0 + x_lat;
-(e) x = sampler(CFG denoiser, x, sigmas), with the inpainting mask wrapper when `noise_mask` is given;
+(e) x = sampler(CFG denoiser, x, sigmas), with the inpainting mask wrapper when `noise_mask` is given; a MODEL's
+    `ModelOptions` (`options`) may replace CFG by its guidance function and hook into the UNet meanwhile;
 (f) the result divided by latent_scale, float32, on the CPU.
 
 The latent and the noise live on the CPU; the UNet's device is used for everything else. The per-step callback
@@ -34,6 +35,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .denoiser import CFGDenoiser, MaskedDenoiser, UNetModel, noise_scaling, prepare_conditioning, prepare_mask
+from .model_options import ModelOptions, unet_patches_attached
 from .noise import MAX_SEED, cpu_generator, prepare_noise, zero_noise
 from .samplers import get_sampler
 from .schedules import DiscreteSchedule, ksampler_sigmas, sd_schedule, slice_sigmas
@@ -79,12 +81,14 @@ def sample(
     batch_index: Sequence[int] | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     schedule: DiscreteSchedule | None = None,
+    options: ModelOptions | None = None,
 ) -> torch.Tensor:
     """Denoise `latent` (unscaled, [B, 4, h, w]) and return the unscaled result on the CPU.
 
     `positive` / `negative` are ComfyUI CONDITIONING values; `noise_mask` is the LATENT's `noise_mask`
-    (1 = regenerate); `batch_index` the LATENT's `batch_index`; `prediction` "eps" or "v"; `schedule` the
-    model's training schedule (default: SD's).
+    (1 = regenerate); `batch_index` the LATENT's `batch_index`; `prediction` one of `denoiser.PREDICTIONS`;
+    `schedule` the model's training schedule (default: SD's); `options` the MODEL's guidance function and UNet
+    patches (their prediction and schedule are not read here: pass them as `prediction` and `schedule`).
     """
     schedule = schedule or sd_schedule()
     latent = latent.to(torch.float32).cpu()
@@ -95,7 +99,7 @@ def sample(
     return sample_sigmas(
         unet, latent=latent, noise=noise, sigmas=sigmas, sampler_name=sampler_name, seed=seed, cfg=cfg,
         positive=positive, negative=negative, latent_scale=latent_scale, prediction=prediction,
-        noise_mask=noise_mask, callback=callback, schedule=schedule,
+        noise_mask=noise_mask, callback=callback, schedule=schedule, options=options,
     )
 
 
@@ -116,6 +120,7 @@ def sample_sigmas(
     noise_mask: torch.Tensor | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     schedule: DiscreteSchedule | None = None,
+    options: ModelOptions | None = None,
 ) -> torch.Tensor:
     """Steps (c)–(f) with given sigmas and initial noise (SamplerCustom); returns the unscaled result on the CPU.
 
@@ -140,17 +145,20 @@ def sample_sigmas(
     denoise_fn = _denoiser(
         unet, prediction, schedule, positive, negative if negative is not None else [], cfg, latent_image,
         latent_scale, mask, _inpaint_noise(noise, seed, spec.inpaint_random_noise) if mask is not None else None,
+        options or ModelOptions(),
     )
 
     sigma_max = float(schedule.sigma_max)
     max_denoise = math.isclose(sigma_max, float(sigmas[0]), rel_tol=1e-5) or float(sigmas[0]) > sigma_max
     x = noise_scaling(sigmas[0], noise, latent_image, max_denoise)
-    samples = spec.fn(denoise_fn, x, sigmas, seed=seed, callback=_step_callback(callback, len(sigmas) - 1))
+    with unet_patches_attached(unet, options):
+        samples = spec.fn(denoise_fn, x, sigmas, seed=seed, callback=_step_callback(callback, len(sigmas) - 1))
     return (samples.to(torch.float32) / latent_scale).cpu()
 
 
-def _denoiser(unet, prediction, schedule, positive, negative, cfg, latent_image, latent_scale, mask, inpaint_noise):
-    """CFG over both conditionings, wrapped in the inpainting mask when there is one."""
+def _denoiser(unet, prediction, schedule, positive, negative, cfg, latent_image, latent_scale, mask, inpaint_noise,
+              options: ModelOptions):
+    """CFG (or the MODEL's guidance function) over both conditionings, wrapped in the inpainting mask if any."""
     common = dict(
         batch_size=latent_image.shape[0], latent_hw=tuple(latent_image.shape[-2:]), latent_scale=latent_scale,
         latent_image=latent_image, noise_mask=mask, schedule=schedule,
@@ -160,6 +168,8 @@ def _denoiser(unet, prediction, schedule, positive, negative, cfg, latent_image,
         prepare_conditioning(positive, unet.config, negative=False, **common),
         prepare_conditioning(negative, unet.config, negative=True, **common),
         cfg,
+        options,
+        lambda conditioning: prepare_conditioning(conditioning, unet.config, negative=True, **common),
     )
     return denoise_fn if mask is None else MaskedDenoiser(denoise_fn, mask, latent_image, inpaint_noise)
 

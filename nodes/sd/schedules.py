@@ -22,7 +22,9 @@ Public API: `DiscreteSchedule`, `sd_schedule()`, `SCHEDULER_NAMES`, `calculate_s
 `slice_sigmas(sigmas, start_step=None, last_step=None, force_full_denoise=False)`, and one function per scheduler
 (`normal_scheduler`, `sgm_uniform_scheduler`, `simple_scheduler`, `ddim_uniform_scheduler`, `karras_scheduler`,
 `exponential_scheduler`, `beta_scheduler`, `linear_quadratic_scheduler`, `kl_optimal_scheduler`);
-`karras_sigmas` / `exponential_sigmas` take σ_min and σ_max directly (KarrasScheduler, ExponentialScheduler).
+`karras_sigmas` / `exponential_sigmas` take σ_min and σ_max directly (KarrasScheduler, ExponentialScheduler);
+`sd_turbo_sigmas(schedule, steps, denoise)` (SDTurboScheduler). Model-sampling variants (ModelSamplingDiscrete):
+`DiscreteSchedule.zero_terminal_snr()` (`rescale_zero_terminal_snr`) and `DistilledSchedule` (LCM's 50 timesteps).
 """
 
 from __future__ import annotations
@@ -42,22 +44,31 @@ class DiscreteSchedule:
     float32 tensors (σ_0 and σ_{N−1}).
     """
 
-    def __init__(self, betas: torch.Tensor):
-        betas = betas.to(torch.float64)
-        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-        sigmas64 = ((1.0 - alphas_cumprod) / alphas_cumprod) ** 0.5
-        self.betas = betas
-        self.sigmas = sigmas64.float()
-        # log taken in float64, then stored in float32 (not log of the float32 sigmas): this is what the integer
-        # timestep search and the fractional interpolation compare against.
-        self.log_sigmas = sigmas64.log().float()
+    def __init__(self, sigmas: torch.Tensor):
+        """`sigmas`: σ of each training timestep. Stored as float32; the log is taken in the given dtype first
+        (float64 for the SD schedule, as ComfyUI does)."""
+        self.sigmas = sigmas.float()
+        # log taken before the cast to float32 (not log of the float32 sigmas): this is what the integer timestep
+        # search and the fractional interpolation compare against.
+        self.log_sigmas = sigmas.log().float()
+        self._sigmas_exact = sigmas
         self._log_sigmas_on: dict[torch.device, torch.Tensor] = {}
 
     @classmethod
     def scaled_linear(cls, beta_start: float = 0.00085, beta_end: float = 0.012, steps: int = 1000):
         """The SD1.x/SD2/SDXL schedule: betas = linspace(√start, √end, steps)² in float64."""
         betas = torch.linspace(beta_start**0.5, beta_end**0.5, steps, dtype=torch.float64) ** 2
-        return cls(betas)
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        return cls(((1.0 - alphas_cumprod) / alphas_cumprod) ** 0.5)
+
+    def zero_terminal_snr(self) -> "DiscreteSchedule":
+        """This schedule rescaled to zero terminal SNR (`rescale_zero_terminal_snr`); its last σ becomes ~4519."""
+        return DiscreteSchedule(rescale_zero_terminal_snr(self._sigmas_exact))
+
+    @property
+    def num_timesteps(self) -> int:
+        """How many timesteps the model was trained on (the UNet's timestep range is 0 … num_timesteps − 1)."""
+        return len(self.sigmas)
 
     @property
     def sigma_min(self) -> torch.Tensor:
@@ -93,7 +104,48 @@ class DiscreteSchedule:
             return 999999999.9
         if percent >= 1.0:
             return 0.0
-        return float(self.sigma(torch.tensor((1.0 - percent) * (len(self.sigmas) - 1), dtype=torch.float32)))
+        return float(self.sigma(torch.tensor((1.0 - percent) * (self.num_timesteps - 1), dtype=torch.float32)))
+
+
+#: ᾱ of the last timestep after the zero-terminal-SNR rescale: ComfyUI's stand-in for 0, which would make σ infinite.
+ZSNR_LAST_ALPHA_CUMPROD = 4.8973451890853435e-08
+
+
+def rescale_zero_terminal_snr(sigmas: torch.Tensor) -> torch.Tensor:
+    """Lin et al. (2024), "Common Diffusion Noise Schedules and Sample Steps are Flawed", Algorithm 1, on σ.
+
+    √ᾱ_t is shifted so that its last value is 0 and scaled so that its first value is unchanged; the last ᾱ is
+    then set to `ZSNR_LAST_ALPHA_CUMPROD` instead of 0, so that σ_T stays finite. Works in the given dtype.
+    """
+    sqrt_alphas_cumprod = (1.0 / (sigmas * sigmas + 1.0)).sqrt()
+    first, last = sqrt_alphas_cumprod[0].clone(), sqrt_alphas_cumprod[-1].clone()
+    sqrt_alphas_cumprod = (sqrt_alphas_cumprod - last) * (first / (first - last))
+    alphas_cumprod = sqrt_alphas_cumprod**2
+    alphas_cumprod[-1] = ZSNR_LAST_ALPHA_CUMPROD
+    return ((1.0 - alphas_cumprod) / alphas_cumprod) ** 0.5
+
+
+class DistilledSchedule(DiscreteSchedule):
+    """A schedule distilled onto every k-th timestep (LCM: 50 of 1000, k = 20): σ at timesteps k − 1, 2k − 1, ….
+
+    Its table holds those 50 σ (log taken in float32, as ComfyUI's distilled sampling does); `timestep` and
+    `sigma` speak the full model's timesteps (index·k + k − 1), so the UNet and the schedulers see 19 … 999.
+    """
+
+    def __init__(self, base: DiscreteSchedule, original_timesteps: int = 50):
+        self.skip = base.num_timesteps // original_timesteps
+        super().__init__(base.sigmas[self.skip - 1 :: self.skip])
+        self._full_timesteps = base.num_timesteps
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._full_timesteps
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return super().timestep(sigma) * self.skip + (self.skip - 1)
+
+    def sigma(self, t: torch.Tensor | float) -> torch.Tensor:
+        return super().sigma((torch.as_tensor(t, dtype=torch.float32) - (self.skip - 1)) / self.skip)
 
 
 @functools.cache
@@ -224,6 +276,14 @@ def kl_optimal_scheduler(schedule: DiscreteSchedule, steps: int) -> torch.Tensor
     sigmas = adj.new_zeros(steps + 1)
     sigmas[:-1] = (adj * math.atan(sigma_min) + (1 - adj) * math.atan(sigma_max)).tan_()
     return sigmas
+
+
+def sd_turbo_sigmas(schedule: DiscreteSchedule, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """SD Turbo's σ (SDTurboScheduler): the timesteps 999, 899, …, 99 (diffusers' 10-step "trailing" spacing),
+    `steps` of them from the (10 − int(10·denoise))-th on, then 0. Fewer than `steps` when they run out."""
+    start = 10 - int(10 * denoise)
+    timesteps = torch.arange(999, 0, -100)[start : start + steps]
+    return torch.cat([schedule.sigma(timesteps), torch.zeros([1], dtype=torch.float32)])
 
 
 SchedulerFn = Callable[[DiscreteSchedule, int], torch.Tensor]

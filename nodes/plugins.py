@@ -17,7 +17,9 @@ What a plugin module offers (both may be present):
 Isolation: each plugin is imported on its own, under the module name `custom_nodes_x_<name>` (never by editing
 `sys.path`); an import that raises (even `SystemExit`) fails only that plugin, and a node that is broken or whose
 name is taken (built-ins cannot be overridden; the first plugin to claim a name keeps it) fails only that node.
-Every outcome is logged and kept in a `PluginInfo` (what `GET /plugins` lists).
+Every outcome is logged and kept in a `PluginInfo` (what `GET /plugins` lists). A pack whose import fails for a
+missing module and that ships a `requirements.txt` also gets, in its report and the log, the pip command that
+installs those requirements into this interpreter; nothing is ever installed for it.
 
 ComfyUI's import surface: before the first plugin is imported, `nodes.comfy_compat.install(paths)` makes
 `folder_paths`, `comfy.utils` and `comfy.model_management` importable (never shadowing real modules of those
@@ -31,6 +33,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import re
+import shlex
 import sys
 import time
 import tomllib
@@ -67,12 +70,13 @@ class PluginInfo:
     node_errors: dict[str, str] = field(default_factory=dict)
     web_directory: Path | None = None
     seconds: float = 0.0
+    install: str | None = None               # the command installing the pack's requirements, when one is missing
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "location": self.location, "version": self.version,
                 "status": self.status, "error": self.error, "nodes": list(self.nodes),
                 "node_errors": dict(self.node_errors), "web": self.web_directory is not None,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "install": self.install}
 
 
 @dataclass
@@ -198,8 +202,19 @@ def _import_isolated(module_name: str, init: Path, package: bool, info: PluginIn
     except (Exception, SystemExit) as exc:  # a plugin may not take the server down, whatever it raises
         sys.modules.pop(module_name, None)
         info.status, info.error = "failed", _describe(exc)
+        if package and isinstance(exc, ModuleNotFoundError):
+            info.install = _install_hint(init.parent, exc)
         return None
     return module
+
+
+def _install_hint(folder: Path, exc: ModuleNotFoundError) -> str | None:
+    """How to install a pack's requirements when its import failed for a module outside the pack; None when the
+    pack lists none (`requirements.txt`) or the missing module is one of its own. Nothing is installed for it."""
+    requirements = folder / "requirements.txt"
+    if not requirements.is_file() or (exc.name or "").startswith(MODULE_PREFIX):
+        return None
+    return f"{shlex.quote(sys.executable)} -m pip install -r {shlex.quote(str(requirements))}"
 
 
 def _register(registry: Registry, module: ModuleType, info: PluginInfo, *, python_module: str) -> None:
@@ -277,6 +292,9 @@ def _log(plugin: PluginInfo) -> None:
     if plugin.status == "failed":
         log.error("plugin %s (%s) failed to load: %s", plugin.name, plugin.location,
                   plugin.error or "; ".join(f"{k}: {v}" for k, v in plugin.node_errors.items()))
+        if plugin.install:
+            log.error("plugin %s: a module it needs is missing; its requirements install with: %s", plugin.name,
+                      plugin.install)
     elif plugin.status == "disabled":
         log.info("plugin %s is disabled", plugin.name)
     else:

@@ -252,23 +252,12 @@ def call_mapped(spec: NodeSpec, inputs: dict[str, list[Any]], ctx: Context) -> l
     for kwargs in calls:
         ctx.check_interrupt()
         result = spec.cls.model_construct(**kwargs).run(ctx)
-        for slot, value in enumerate(_as_tuple(spec, result)):
+        for slot, value in enumerate(spec.output_values(result)):
             if spec.outputs[slot].is_list:
                 merged[slot].extend(value)
             else:
                 merged[slot].append(value)
     return merged
-
-
-def _as_tuple(spec: NodeSpec, result: Any) -> tuple[Any, ...]:
-    if not spec.outputs:
-        return ()
-    if spec.returns_named:
-        if not isinstance(result, tuple) or len(result) != len(spec.outputs):
-            raise TypeError(f"{spec.name}.run returned {type(result).__name__}, expected "
-                            f"{len(spec.outputs)} outputs")
-        return result
-    return (result,)
 
 
 def _format_inputs(inputs: dict[str, list[Any]]) -> dict[str, list[Any]]:

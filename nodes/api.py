@@ -148,6 +148,17 @@ class NodeSpec:
     def input_map(self) -> dict[str, InputSpec]:
         return {i.name: i for i in self.inputs}
 
+    def output_values(self, result: Any) -> tuple[Any, ...]:
+        """What one `run` returned, as one value per output."""
+        if not self.outputs:
+            return ()
+        if self.returns_named:
+            if not isinstance(result, tuple) or len(result) != len(self.outputs):
+                raise TypeError(f"{self.name}.run returned {type(result).__name__}, expected "
+                                f"{len(self.outputs)} outputs")
+            return result
+        return (result,)
+
 
 @dataclass
 class Environment:
@@ -193,6 +204,14 @@ class Context:
         self.check_interrupt()
         if self._on_progress is not None:
             self._on_progress(self.node_id, value, total, preview)
+
+    def derive(self, *, prompt: dict[str, Any] | None = None, extra_data: dict[str, Any] | None = None) -> Context:
+        """A context for a node this one calls directly (a pack calling ComfyUI's node classes): the same node,
+        progress and interrupt, its own UI output; `prompt`/`extra_data` replace this one's when given."""
+        return Context(node_id=self.node_id, prompt_id=self.prompt_id,
+                       prompt=self.prompt if prompt is None else prompt,
+                       extra_data=self.extra_data if extra_data is None else extra_data, env=self.env,
+                       on_progress=self._on_progress, interrupt=self._interrupt)
 
     def show(self, **ui: list[Any]) -> None:
         """Add UI output, e.g. `ctx.show(images=[{"filename": ..., "subfolder": "", "type": "output"}])`."""

@@ -45,7 +45,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from nodes.api import NodeDeclarationError, NodeSpec
-from nodes.comfy_compat import install as install_comfy_names
+from nodes.comfy_compat import ALIASES as COMFY_NAMES, install as install_comfy_names
 from nodes.comfy_v1 import adapt_v1
 from nodes.paths import DataPaths
 from nodes.registry import Registry
@@ -210,9 +210,11 @@ def _import_isolated(module_name: str, init: Path, package: bool, info: PluginIn
 
 def _install_hint(folder: Path, exc: ModuleNotFoundError) -> str | None:
     """How to install a pack's requirements when its import failed for a module outside the pack; None when the
-    pack lists none (`requirements.txt`) or the missing module is one of its own. Nothing is installed for it."""
+    pack lists none (`requirements.txt`), or the missing module is one of its own or part of ComfyUI itself (no
+    requirement brings that). Nothing is installed for it."""
     requirements = folder / "requirements.txt"
-    if not requirements.is_file() or (exc.name or "").startswith(MODULE_PREFIX):
+    top = (exc.name or "").split(".")[0]
+    if not requirements.is_file() or top.startswith(MODULE_PREFIX) or top in COMFY_NAMES:
         return None
     return f"{shlex.quote(sys.executable)} -m pip install -r {shlex.quote(str(requirements))}"
 

@@ -148,6 +148,15 @@ class NodeSpec:
     def input_map(self) -> dict[str, InputSpec]:
         return {i.name: i for i in self.inputs}
 
+    @property
+    def lazy_inputs(self) -> frozenset[str]:
+        return frozenset(i.name for i in self.inputs if i.options.get("lazy"))
+
+    @property
+    def raw_link_inputs(self) -> frozenset[str]:
+        """Inputs that receive the link `[node id, slot]` itself, not its value (`rawLink`, for expansion)."""
+        return frozenset(i.name for i in self.inputs if i.options.get("rawLink"))
+
     def output_values(self, result: Any) -> tuple[Any, ...]:
         """What one `run` returned, as one value per output."""
         if not self.outputs:
@@ -158,6 +167,19 @@ class NodeSpec:
                                 f"{len(self.outputs)} outputs")
             return result
         return (result,)
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """What a node's `run` returns to replace itself by a subgraph (ComfyUI's node expansion, reference §4.7).
+
+    `graph`: new nodes in the API format (`{id: {"class_type": …, "inputs": {…}}}`), whose links may reach the
+    workflow's nodes; ids must be new (prefix them with the node's own id). `result`: one entry per output, a link
+    `[node id, slot]` into the graph (the output becomes that node's output) or a value.
+    """
+
+    graph: dict[str, Any]
+    result: tuple[Any, ...] = ()
 
 
 @dataclass
@@ -227,6 +249,12 @@ class Node(BaseModel):
 
     def run(self, ctx: Context) -> Any:  # pragma: no cover - always overridden
         raise NotImplementedError
+
+    def check_lazy_status(self, ctx: Context) -> list[str]:
+        """For a node with lazy inputs (`Input(lazy=True)`): the names of those it still needs, given the inputs
+        evaluated so far (an unevaluated lazy input is None). The executor evaluates them and asks again; the node
+        runs once it names none still unevaluated. By default none is needed (ComfyUI's rule)."""
+        return []
 
     @classmethod
     def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:

@@ -11,6 +11,9 @@ What a plugin module offers (both may be present):
   reachable as attributes of the module;
 - a ComfyUI V1 pack: `NODE_CLASS_MAPPINGS`, `NODE_DISPLAY_NAME_MAPPINGS`, each class adapted once by
   `nodes.comfy_v1.adapt_v1`;
+- else a ComfyUI V3 pack: `comfy_entrypoint()` (sync or async) returning a `comfy_api.latest.ComfyExtension`;
+  after its `on_load()`, each class of `get_node_list()` is registered under its schema's `node_id` as the V1
+  class `comfy_api.latest.io.v1_class` synthesises;
 - `WEB_DIRECTORY` (or `[tool.comfy] web` in the pack's pyproject.toml): JavaScript served under
   `/extensions/<plugin>/` and loaded by the editor; `__version__` (or the pyproject / distribution version).
 
@@ -29,6 +32,8 @@ our own packages.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import importlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -46,7 +51,7 @@ from urllib.parse import quote
 
 from nodes.api import NodeDeclarationError, NodeSpec
 from nodes.comfy_compat import ALIASES as COMFY_NAMES, install as install_comfy_names
-from nodes.comfy_v1 import adapt_v1
+from nodes.comfy_v1 import adapt_v1, await_result
 from nodes.paths import DataPaths
 from nodes.registry import Registry
 
@@ -231,6 +236,8 @@ def _register(registry: Registry, module: ModuleType, info: PluginInfo, *, pytho
     if mappings is not None and not isinstance(mappings, dict):
         info.node_errors["NODE_CLASS_MAPPINGS"] = "NODE_CLASS_MAPPINGS must be a dict {class_type: class}"
         mappings = {}
+    if mappings is None and callable(getattr(module, "comfy_entrypoint", None)):
+        mappings, names = _v3_nodes(module, info)
     for name, cls in (mappings or {}).items():
         try:
             spec = adapt_v1(name, cls, display_name=names.get(name) if isinstance(names, dict) else None,
@@ -248,6 +255,34 @@ def _register(registry: Registry, module: ModuleType, info: PluginInfo, *, pytho
         info.nodes.append(name)
     if info.node_errors:
         info.status = "partial" if info.nodes else "failed"
+
+
+def _v3_nodes(module: ModuleType, info: PluginInfo) -> tuple[dict[str, type], dict[str, str]]:
+    """A V3 pack's nodes as V1 classes by node id, and their display names (`comfy_api.latest`)."""
+    io = importlib.import_module("comfy_api.latest").io
+    try:
+        extension = _settled(module.comfy_entrypoint())
+        _settled(extension.on_load())
+        node_list = list(_settled(extension.get_node_list()))
+    except Exception as exc:  # a broken extension fails this plugin only
+        info.node_errors["comfy_entrypoint"] = _describe(exc)
+        return {}, {}
+    classes, names = {}, {}
+    for node in node_list:
+        try:
+            schema, v1 = io.v1_class(node)
+        except Exception as exc:
+            info.node_errors[getattr(node, "__name__", repr(node))] = f"V3 schema: {_describe(exc)}"
+            continue
+        classes[schema.node_id] = v1
+        if schema.display_name:
+            names[schema.node_id] = schema.display_name
+    return classes, names
+
+
+def _settled(value: Any) -> Any:
+    """The value, or what it resolves to when the pack's method was async."""
+    return await_result(value) if inspect.isawaitable(value) else value
 
 
 def _own_specs(module: ModuleType) -> list[NodeSpec]:

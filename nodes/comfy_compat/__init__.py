@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 # ComfyUI name → file here. A package's submodules are found through its __path__, so `comfy.utils` needs no row.
 ALIASES = {name: HERE / f"{name}.py" for name in ("folder_paths", "node_helpers", "latent_preview", "execution")}
-ALIASES.update({name: HERE / name / "__init__.py" for name in ("comfy", "comfy_extras")})
+ALIASES.update({name: HERE / name / "__init__.py" for name in ("comfy", "comfy_extras", "comfy_api",
+                                                               "comfy_execution")})
 # ComfyUI's model machinery, which packs reaching into models import; named in the error instead of a bare
 # "No module named".
 MODEL_INTERNALS = ("comfy.sd", "comfy.ldm", "comfy.model_patcher", "comfy.model_base", "comfy.model_detection",

@@ -189,3 +189,14 @@ def test_model_internals_fail_naming_what_is_missing(registry):
     with pytest.raises(AttributeError, match="PromptExecutor"):
         execution.PromptExecutor  # noqa: B018
     assert sys.modules["comfy_extras.nodes_mask"].ImageToMask.__module__ == "comfy_extras.nodes_mask"
+
+
+def test_folder_paths_user_and_content_types(registry, env):
+    import folder_paths
+
+    (env.paths.input / "faces" / "close").mkdir(parents=True)
+    assert folder_paths.get_input_subfolders() == ["faces", "faces/close"]
+    assert folder_paths.get_user_directory() == str(env.paths.root / "user") == folder_paths.user_directory
+    files = ["a.png", "b.webp", "c.mp4", "d.safetensors", "e.txt"]
+    assert folder_paths.filter_files_content_types(files, ["image"]) == ["a.png", "b.webp"]
+    assert folder_paths.filter_files_content_types(files, ["video", "text"]) == ["c.mp4", "e.txt"]

@@ -217,6 +217,11 @@ class Context:
     def interrupted(self) -> bool:
         return self._interrupt is not None and self._interrupt.is_set()
 
+    def request_interrupt(self) -> None:
+        """Stop the run this node belongs to, as `POST /interrupt` does (the node sees it at its next check)."""
+        if self._interrupt is not None:
+            self._interrupt.set()
+
     def check_interrupt(self) -> None:
         if self.interrupted:
             raise Interrupted(f"interrupted in node {self.node_id}")

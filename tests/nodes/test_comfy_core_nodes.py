@@ -200,3 +200,36 @@ def test_folder_paths_user_and_content_types(registry, env):
     files = ["a.png", "b.webp", "c.mp4", "d.safetensors", "e.txt"]
     assert folder_paths.filter_files_content_types(files, ["image"]) == ["a.png", "b.webp"]
     assert folder_paths.filter_files_content_types(files, ["video", "text"]) == ["c.mp4", "e.txt"]
+
+
+def test_latent_preview_callback_and_interrupt(registry, env):
+    from executor.events import ExecutionInterrupted, Progress
+
+    wf = {"1": {"class_type": "CorePreviewSteps", "inputs": {"steps": 3, "stop_at": 0}},
+          "2": {"class_type": "SaveLatent", "inputs": {"samples": ["1", 0], "filename_prefix": "steps"}}}
+    executor, events = Executor(env), []
+    executor.subscribe(events.append)
+    result = executor.execute(validate(parse_workflow(wf), registry, env), prompt_id="p", prompt=wf)
+    assert result.success, result.error
+    assert [(e.value, e.max) for e in events if isinstance(e, Progress) and e.node == "1"] == [(1, 3), (2, 3), (3, 3)]
+    assert torch.equal(result.values["1"].outputs[0][0]["samples"], torch.full((1, 4, 2, 2), 2.0))
+    wf["1"]["inputs"]["stop_at"] = 2
+    events.clear()
+    stopped = executor.execute(validate(parse_workflow(wf), registry, env), prompt_id="q", prompt=wf)
+    assert stopped.status == "interrupted" and isinstance(stopped.error, ExecutionInterrupted)
+    assert [e.value for e in events if isinstance(e, Progress)] == [1]
+
+
+def test_karras_sigmas_of_comfy_samplers(registry):
+    import comfy.samplers
+    from comfy.samplers import calculate_sigmas
+    from nodes.sd.schedules import sd_schedule
+
+    schedule = sd_schedule()
+    sigmas = calculate_sigmas(schedule, "karras", 4)
+    lo, hi = float(schedule.sigma_min), float(schedule.sigma_max)
+    ramp = [(hi ** (1 / 7) + i / 3 * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7 for i in range(4)]
+    assert torch.allclose(sigmas, torch.tensor(ramp + [0.0]), rtol=1e-5)
+    assert comfy.samplers.sampler_object("euler").name == "euler"
+    with pytest.raises(TypeError, match="DiscreteSchedule"):
+        calculate_sigmas(object(), "karras", 4)

@@ -130,6 +130,13 @@ def processing_interrupted() -> bool:
     return ctx is not None and ctx.interrupted
 
 
+def interrupt_current_processing(value: bool = True) -> None:
+    """Interrupt the run of the node calling this (`value=False`, ComfyUI's reset, leaves the flag to the run)."""
+    ctx = current_context()
+    if value and ctx is not None:
+        ctx.request_interrupt()
+
+
 def throw_exception_if_processing_interrupted() -> None:
     if processing_interrupted():
         ctx = current_context()

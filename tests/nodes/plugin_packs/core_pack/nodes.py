@@ -1,6 +1,9 @@
+import comfy.model_management
 import comfy.samplers
 import comfy.utils
+import latent_preview
 import node_helpers
+import torch
 import nodes
 from comfy_extras.nodes_mask import GrowMask, composite
 from nodes import MAX_RESOLUTION, EmptyLatentImage, ImageScale, SaveImage, common_ksampler
@@ -81,7 +84,29 @@ class MaskPaste:
         return (out.movedim(1, -1),)
 
 
-NODE_CLASS_MAPPINGS = {"CoreSaveInverted": SaveInverted, "CoreHalfSize": HalfSize, "CoreSquareLatent": SquareLatent,
+class PreviewSteps:
+    """Reports `steps` sampler-like steps through latent_preview's callback; stops the run at `stop_at`."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"steps": ("INT", {"default": 3, "min": 1, "max": 20}),
+                             "stop_at": ("INT", {"default": 0, "min": 0, "max": 20})}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "run"
+    CATEGORY = "core_pack"
+
+    def run(self, steps, stop_at):
+        x0 = {}
+        callback = latent_preview.prepare_callback(None, steps, x0)
+        for step in range(steps):
+            if step + 1 == stop_at:
+                comfy.model_management.interrupt_current_processing()
+            callback(step, torch.full((1, 4, 2, 2), float(step)), None, steps)
+        return ({"samples": x0["x0"]},)
+
+
+NODE_CLASS_MAPPINGS = {"CorePreviewSteps": PreviewSteps, "CoreSaveInverted": SaveInverted, "CoreHalfSize": HalfSize, "CoreSquareLatent": SquareLatent,
                        "CoreQuickSampler": QuickSampler, "CoreMaskPaste": MaskPaste,
                        "CoreLoraLoader": type("CoreLoraLoader", (nodes.LoraLoader,), {"CATEGORY": "core_pack"})}
 NODE_DISPLAY_NAME_MAPPINGS = {"CoreSaveInverted": "Save inverted"}

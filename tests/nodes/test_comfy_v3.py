@@ -66,7 +66,7 @@ def test_object_info_renders_the_schema(registry, env):
         "required": {"a": ["INT", {"default": 1, "min": 0, "max": 100}],
                      "mode": ["COMBO", {"options": ["add", "multiply"], "default": "add"}]},
         "optional": {"b": ["FLOAT", {"tooltip": "the second operand", "default": 0.5}]},
-        "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+        "hidden": {"unique_id": ["UNIQUE_ID"], "prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}}
     assert arithmetic["output_node"] is True and arithmetic["output_tooltips"] == ["the result"]
     assert info["V3RepeatInvert"]["input"]["required"]["image"] == ["IMAGE", {"rawLink": True}]
 

@@ -5,7 +5,7 @@ Rules of the V1 class (what ComfyUI synthesises, §4.10):
 - `INPUT_TYPES()` calls `define_schema()` again (combo lists stay current): inputs in order, in "required" or
   "optional", each `(TYPE, options)` with the options that are set (ComfyUI's names: `forceInput`,
   `dynamicPrompts`, `rawLink`, `display` …); combos are `("COMBO", {"options": [...]})`. Hidden inputs are listed
-  as `{name: KIND}`; an output node also gets PROMPT and EXTRA_PNGINFO.
+  as `{name: (KIND,)}`; an output node also gets PROMPT and EXTRA_PNGINFO.
 - Outputs: `RETURN_TYPES`, `RETURN_NAMES` (display name, else id, else type), `OUTPUT_IS_LIST`, `OUTPUT_TOOLTIPS`.
 - `execute` runs the node's classmethod on a throw-away subclass whose `hidden` holds this call's hidden values
   (the class itself is never mutated); a coroutine is awaited. `NodeOutput(*values, ui=…, expand=…)` becomes
@@ -169,7 +169,7 @@ def v1_class(node: type[ComfyNode]) -> tuple[Schema, type]:
     schema = node.define_schema()
     if not isinstance(schema, Schema):
         raise TypeError(f"{node.__name__}.define_schema() must return an io.Schema")
-    hidden_names = {h.name: h.value for h in schema.hidden_kinds()}
+    hidden_names = {h.name: (h.value,) for h in schema.hidden_kinds()}
 
     def input_types(cls: type) -> dict[str, Any]:
         current = node.define_schema()

@@ -233,3 +233,17 @@ def test_karras_sigmas_of_comfy_samplers(registry):
     assert comfy.samplers.sampler_object("euler").name == "euler"
     with pytest.raises(TypeError, match="DiscreteSchedule"):
         calculate_sigmas(object(), "karras", 4)
+
+
+def test_batch_and_latent_helpers(registry):
+    import comfy.utils
+    from comfy_extras.nodes_latent import reshape_latent_to
+
+    batch = torch.arange(3.0).reshape(3, 1)
+    assert comfy.utils.repeat_to_batch_size(batch, 5).flatten().tolist() == [0, 1, 2, 0, 1]
+    assert comfy.utils.repeat_to_batch_size(batch, 2).flatten().tolist() == [0, 1]
+    latent = torch.rand(1, 4, 8, 8)
+    reshaped = reshape_latent_to(torch.Size((2, 4, 4, 4)), latent)
+    expected = torch.nn.functional.interpolate(latent, size=(4, 4), mode="bilinear")
+    assert reshaped.shape == (2, 4, 4, 4) and torch.equal(reshaped[0], expected[0]) and torch.equal(reshaped[1],
+                                                                                                   expected[0])

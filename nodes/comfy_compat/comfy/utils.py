@@ -14,7 +14,8 @@ belongs to the node that runs.
 State dicts: `load_torch_file(path)` reads through our checkpoint reader, so pickle files (.ckpt, .pt, .pth) load
 only when the environment allows pickle (`--allow-pickle`), as for our own loaders; `save_torch_file` writes
 safetensors; `state_dict_prefix_replace` renames key prefixes as ComfyUI's does. `tiled_scale` runs a function
-(an upscaler) over overlapping tiles and feathers the overlaps together.
+(an upscaler) over overlapping tiles and feathers the overlaps together; `repeat_to_batch_size` cuts or repeats a
+batch.
 """
 from __future__ import annotations
 
@@ -64,6 +65,18 @@ def common_upscale(samples: Any, width: int, height: int, upscale_method: str, c
     if upscale_method == "bislerp":
         raise ValueError("comfy.utils.common_upscale: latentloom does not offer 'bislerp'")
     return resize(samples, width, height, upscale_method, crop)
+
+
+def repeat_to_batch_size(tensor: torch.Tensor, batch_size: int, dim: int = 0) -> torch.Tensor:
+    """`tensor` cut or repeated along `dim` to `batch_size` entries."""
+    size = tensor.shape[dim]
+    if size > batch_size:
+        return tensor.narrow(dim, 0, batch_size)
+    if size < batch_size:
+        repeats = [1] * tensor.ndim
+        repeats[dim] = -(-batch_size // size)
+        return tensor.repeat(repeats).narrow(dim, 0, batch_size)
+    return tensor
 
 
 def load_torch_file(ckpt: str, safe_load: bool = False, device: Any = None,

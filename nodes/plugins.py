@@ -21,8 +21,9 @@ Isolation: each plugin is imported on its own, under the module name `custom_nod
 `sys.path`); an import that raises (even `SystemExit`) fails only that plugin, and a node that is broken or whose
 name is taken (built-ins cannot be overridden; the first plugin to claim a name keeps it) fails only that node.
 Every outcome is logged and kept in a `PluginInfo` (what `GET /plugins` lists). A pack whose import fails for a
-missing module and that ships a `requirements.txt` also gets, in its report and the log, the pip command that
-installs those requirements into this interpreter; nothing is ever installed for it.
+missing module also gets, in its report and the log, the pip command that would bring it into this interpreter:
+its `requirements.txt`, or the library itself when it is one of latentloom's own dependencies that packs take
+for granted (torchvision, …); nothing is ever installed for it.
 
 ComfyUI's import surface: before the first plugin is imported, `nodes.comfy_compat.install(paths)` makes
 `folder_paths`, `comfy.utils` and `comfy.model_management` importable (never shadowing real modules of those
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "latentloom.nodes"
 MODULE_PREFIX = "custom_nodes_x_"
 Status = Literal["loaded", "partial", "failed", "disabled"]
+# Libraries ComfyUI's requirements bring that packs import unlisted; dependencies of latentloom (pyproject.toml),
+# named here so that a broken install gets the right advice. Module name = distribution name for each.
+RUNTIME_LIBRARIES = ("torchvision", "kornia", "einops", "spandrel")
 
 
 @dataclass
@@ -207,21 +211,25 @@ def _import_isolated(module_name: str, init: Path, package: bool, info: PluginIn
     except (Exception, SystemExit) as exc:  # a plugin may not take the server down, whatever it raises
         sys.modules.pop(module_name, None)
         info.status, info.error = "failed", _describe(exc)
-        if package and isinstance(exc, ModuleNotFoundError):
-            info.install = _install_hint(init.parent, exc)
+        if isinstance(exc, ModuleNotFoundError):
+            info.install = _install_hint(init.parent if package else None, exc)
         return None
     return module
 
 
-def _install_hint(folder: Path, exc: ModuleNotFoundError) -> str | None:
-    """How to install a pack's requirements when its import failed for a module outside the pack; None when the
-    pack lists none (`requirements.txt`), or the missing module is one of its own or part of ComfyUI itself (no
-    requirement brings that). Nothing is installed for it."""
-    requirements = folder / "requirements.txt"
+def _install_hint(folder: Path | None, exc: ModuleNotFoundError) -> str | None:
+    """The pip command that would bring the missing module: latentloom's own dependency when it is one (packs take
+    ComfyUI's libraries for granted, so their requirements do not list them), else the pack folder's
+    `requirements.txt`; None when there is none, or the module is the pack's own or part of ComfyUI. Nothing is
+    installed for it."""
+    pip = f"{shlex.quote(sys.executable)} -m pip install"
     top = (exc.name or "").split(".")[0]
-    if not requirements.is_file() or top.startswith(MODULE_PREFIX) or top in COMFY_NAMES:
+    if top in RUNTIME_LIBRARIES:
+        return f"{pip} {top}"
+    requirements = folder / "requirements.txt" if folder is not None else None
+    if requirements is None or not requirements.is_file() or top.startswith(MODULE_PREFIX) or top in COMFY_NAMES:
         return None
-    return f"{shlex.quote(sys.executable)} -m pip install -r {shlex.quote(str(requirements))}"
+    return f"{pip} -r {shlex.quote(str(requirements))}"
 
 
 def _register(registry: Registry, module: ModuleType, info: PluginInfo, *, python_module: str) -> None:

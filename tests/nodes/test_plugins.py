@@ -202,3 +202,11 @@ def test_missing_requirement_reports_the_install_command(paths, caplog):
     assert pack.to_json()["install"] == pack.install and pack.install in caplog.text
     assert plugins.get("broken_import").install is None  # a single file has no requirements.txt
     assert plugins.get("native_pack").status == "partial" and "Invert" in registry  # the others still load
+
+
+def test_missing_runtime_library_names_the_library(paths):
+    # what `import torchvision` raises where the library is missing
+    (paths.custom_nodes / "needs_vision.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torchvision'\", name='torchvision')\n")
+    _, plugins = full_registry(paths, entry_points=False)
+    assert plugins.get("needs_vision").install == f"{sys.executable} -m pip install torchvision"

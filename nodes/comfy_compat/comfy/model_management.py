@@ -141,3 +141,8 @@ def throw_exception_if_processing_interrupted() -> None:
     if processing_interrupted():
         ctx = current_context()
         raise InterruptProcessingException(f"interrupted in node {ctx.node_id if ctx else '?'}")
+
+
+def __getattr__(name: str) -> object:
+    raise AttributeError(f"latentloom's comfy.model_management has no {name}: ComfyUI's model loading "
+                         "(load_models_gpu, model patchers, VRAM states) does not exist here")

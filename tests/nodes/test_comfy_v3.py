@@ -35,7 +35,7 @@ def registry(env):
     assert plugins.get("v3_pack").status == "loaded", plugins.to_json()
     assert plugins.get("v1_flow").status == "loaded", plugins.to_json()
     assert plugins.get("v3_pack").nodes == ["V3LazySwitch", "V3RepeatInvert", "V3AsyncArithmetic",
-                                            "V3PreviewNegative"]
+                                            "V3PreviewNegative", "V3SplitText", "V3JoinText"]
     return registry
 
 
@@ -135,3 +135,16 @@ def test_ui_preview_image(registry, env):
     pixels = np.asarray(Image.open(env.paths.temp / shown["subfolder"] / shown["filename"]))
     expected = ((1.0 - colour(0x102030)[0].numpy()) * 255).clip(0, 255).astype(np.uint8)
     assert np.array_equal(pixels, expected)
+
+
+def test_list_outputs_and_list_inputs(registry, env):
+    info = registry.object_info(env)
+    assert info["V3SplitText"]["output_is_list"] == [True]
+    assert info["V3SplitText"]["input"]["required"]["text"] == ["STRING", {"multiline": True}]
+    assert info["V3JoinText"]["input"]["required"]["texts"] == ["STRING", {"forceInput": True}]
+    wf = {"1": {"class_type": "V3SplitText", "inputs": {"text": "a, b ,c", "separator": ","}},
+          "2": {"class_type": "V3JoinText", "inputs": {"texts": ["1", 0], "glue": "+"}}}
+    result = run(registry, env, wf)
+    assert result.success, result.error
+    assert result.values["1"].outputs[0] == ["a", "b", "c"]
+    assert result.outputs["2"] == {"text": ["a+b+c"]} and result.values["2"].outputs[0] == ["a+b+c"]

@@ -87,10 +87,35 @@ class PreviewNegative(io.ComfyNode):
         return io.NodeOutput(ui=ui.PreviewImage(1.0 - images, cls=cls))
 
 
+class SplitText(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="V3SplitText", category="v3_pack",
+                         inputs=[io.String.Input("text", multiline=True), io.String.Input("separator", default=",")],
+                         outputs=[io.String.Output(is_output_list=True)])
+
+    @classmethod
+    def execute(cls, text, separator):
+        return io.NodeOutput([part.strip() for part in text.split(separator)])
+
+
+class JoinText(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="V3JoinText", category="v3_pack", is_input_list=True, is_output_node=True,
+                         inputs=[io.String.Input("texts", force_input=True), io.String.Input("glue", default="+")],
+                         outputs=[io.String.Output()])
+
+    @classmethod
+    def execute(cls, texts, glue):
+        joined = glue[0].join(texts)
+        return io.NodeOutput(joined, ui=ui.PreviewText(joined))
+
+
 class V3PackExtension(ComfyExtension):
     @override
     async def get_node_list(self):
-        return [LazySwitch, RepeatInvert, AsyncArithmetic, PreviewNegative]
+        return [LazySwitch, RepeatInvert, AsyncArithmetic, PreviewNegative, SplitText, JoinText]
 
 
 async def comfy_entrypoint():

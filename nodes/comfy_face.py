@@ -97,6 +97,17 @@ def face_class(spec: NodeSpec) -> type:
         "INPUT_IS_LIST": spec.input_is_list, "DESCRIPTION": spec.description, function: method})
 
 
+class _Missing:
+    """The default of an input without one: the signature stays positional in declaration order (ours may
+    declare a socket after a widget with a default); `run_node` reports it missing."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_MISSING = _Missing()
+
+
 def _method(spec: NodeSpec, function: str) -> Callable[..., Any]:
     hidden = [HIDDEN_NAMES[h] for h in spec.hidden]
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
@@ -120,17 +131,6 @@ def _method(spec: NodeSpec, function: str) -> Callable[..., Any]:
     call.__signature__ = signature  # type: ignore[attr-defined]
     call.__doc__ = spec.description
     return call
-
-
-class _Missing:
-    """The default of an input without one: the signature stays positional in declaration order (ours may
-    declare a socket after a widget with a default); `run_node` reports it missing."""
-
-    def __repr__(self) -> str:
-        return "<required>"
-
-
-_MISSING = _Missing()
 
 
 def run_node(spec: NodeSpec, values: dict[str, Any], hidden: dict[str, Any]) -> Any:

@@ -56,6 +56,7 @@ class ValidationReport:
     errors: dict[str, list[InputError]] = field(default_factory=dict)
     dependent_outputs: dict[str, list[str]] = field(default_factory=dict)
     error: WorkflowError | None = None
+    registry: Registry | None = None  # what the nodes were looked up in (node expansion adds nodes at run time)
 
     @property
     def ok(self) -> bool:
@@ -78,7 +79,7 @@ class ValidationReport:
 
 def validate(workflow: Workflow, registry: Registry, env: Environment,
              targets: list[str] | None = None) -> ValidationReport:
-    report = ValidationReport(workflow)
+    report = ValidationReport(workflow, registry=registry)
     specs = {nid: registry.get(n.class_type) for nid, n in workflow.nodes.items()}
     unknown = [nid for nid, spec in specs.items() if spec is None]
     for nid in unknown:
@@ -280,3 +281,29 @@ def _finish(upstream: dict[str, set[str]], report: ValidationReport) -> None:
         lines = [f"{e.message}: {e.details}" for errs in report.errors.values() for e in errs]
         report.error = WorkflowError("prompt_outputs_failed_validation", "Prompt outputs failed validation",
                                      "\n".join(lines))
+
+
+def validate_added(workflow: Workflow, added: list[str], known: dict[str, ValidNode], registry: Registry,
+                   env: Environment) -> ValidationReport:
+    """Check the nodes a running node added (node expansion, reference §4.7) with the per-node checks above.
+
+    `workflow` holds every node, `known` the valid nodes already there (links may reach them). The report's
+    `order` is the added nodes in run order, `nodes` the valid ones (known included), `errors` the others; an
+    added node linking to a node that is not valid gets an error of its own.
+    """
+    report = ValidationReport(workflow, nodes=dict(known), registry=registry)
+    specs = {nid: registry.get(n.class_type) for nid, n in workflow.nodes.items()}
+    graph = link_graph(Workflow({nid: workflow.nodes[nid] for nid in added}))
+    cyclic = _report_cycles(graph, set(added), report)
+    report.order = plan(graph, added, cyclic)
+    for nid in report.order:
+        spec = specs[nid]
+        if spec is None:
+            report.errors[nid] = [InputError("invalid_prompt", "Unknown node type",
+                                             f"{workflow.nodes[nid].class_type!r} is not registered")]
+        elif nid not in report.errors:
+            _check_node(workflow.nodes[nid].inputs, nid, spec, specs, workflow, env, report)
+        if nid not in report.nodes and nid not in report.errors:
+            report.errors[nid] = [InputError("exception_during_inner_validation", "Linked node is not valid",
+                                             f"node '#{nid}' links to a node that did not validate")]
+    return report

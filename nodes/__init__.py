@@ -1,17 +1,16 @@
 """latentloom's nodes: the node API, the registry, plugins and the built-in nodes (see ARCHITECTURE.md).
 
-This package is also the `nodes` that ComfyUI packs import (`from nodes import MAX_RESOLUTION`). Those names are
-provided lazily (module `__getattr__`), so importing this package stays cheap and has no side effects:
+This package is also the `nodes` that ComfyUI packs import. Those names are provided lazily (module `__getattr__`),
+so importing this package stays cheap and has no side effects:
 - `MAX_RESOLUTION` (16384): the largest width or height the image and latent nodes accept.
-Not provided: `NODE_CLASS_MAPPINGS` and ComfyUI's node classes (`nodes.SaveImage`, `nodes.KSampler`, …). Our
-built-in nodes are declarations of another shape, whose values (MODEL, CLIP, VAE handles) are not ComfyUI's
-objects, so a mapping of "ComfyUI classes" here could only pretend; a pack that needs them fails to import, clearly.
+- ComfyUI's core node classes by name (`nodes.SaveImage`, `nodes.KSampler`, `nodes.LoraLoader`, …): the V1 face of
+  every built-in node (`nodes.comfy_face`), and `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS` listing them.
+- `common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, …)`.
+Only CamelCase names are looked up among the node classes, so `from nodes import api` never builds them.
 """
 from __future__ import annotations
 
 from typing import Any
-
-NOT_PROVIDED = ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS")
 
 
 def __getattr__(name: str) -> Any:
@@ -19,6 +18,16 @@ def __getattr__(name: str) -> Any:
         from nodes.types import MAX_RESOLUTION
 
         return MAX_RESOLUTION
-    if name in NOT_PROVIDED:
-        raise AttributeError(f"latentloom does not provide nodes.{name}: its built-in nodes are not ComfyUI classes")
+    if name in ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "common_ksampler") or name[:1].isupper():
+        from nodes import comfy_face
+
+        if name == "NODE_CLASS_MAPPINGS":
+            return comfy_face.core_classes()
+        if name == "NODE_DISPLAY_NAME_MAPPINGS":
+            return comfy_face.display_names()
+        if name == "common_ksampler":
+            return comfy_face.common_ksampler
+        classes = comfy_face.core_classes()
+        if name in classes and classes[name].__module__ == "nodes":
+            return classes[name]
     raise AttributeError(f"module 'nodes' has no attribute {name!r}")

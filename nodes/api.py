@@ -148,6 +148,39 @@ class NodeSpec:
     def input_map(self) -> dict[str, InputSpec]:
         return {i.name: i for i in self.inputs}
 
+    @property
+    def lazy_inputs(self) -> frozenset[str]:
+        return frozenset(i.name for i in self.inputs if i.options.get("lazy"))
+
+    @property
+    def raw_link_inputs(self) -> frozenset[str]:
+        """Inputs that receive the link `[node id, slot]` itself, not its value (`rawLink`, for expansion)."""
+        return frozenset(i.name for i in self.inputs if i.options.get("rawLink"))
+
+    def output_values(self, result: Any) -> tuple[Any, ...]:
+        """What one `run` returned, as one value per output."""
+        if not self.outputs:
+            return ()
+        if self.returns_named:
+            if not isinstance(result, tuple) or len(result) != len(self.outputs):
+                raise TypeError(f"{self.name}.run returned {type(result).__name__}, expected "
+                                f"{len(self.outputs)} outputs")
+            return result
+        return (result,)
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """What a node's `run` returns to replace itself by a subgraph (ComfyUI's node expansion, reference §4.7).
+
+    `graph`: new nodes in the API format (`{id: {"class_type": …, "inputs": {…}}}`), whose links may reach the
+    workflow's nodes; ids must be new (prefix them with the node's own id). `result`: one entry per output, a link
+    `[node id, slot]` into the graph (the output becomes that node's output) or a value.
+    """
+
+    graph: dict[str, Any]
+    result: tuple[Any, ...] = ()
+
 
 @dataclass
 class Environment:
@@ -184,6 +217,11 @@ class Context:
     def interrupted(self) -> bool:
         return self._interrupt is not None and self._interrupt.is_set()
 
+    def request_interrupt(self) -> None:
+        """Stop the run this node belongs to, as `POST /interrupt` does (the node sees it at its next check)."""
+        if self._interrupt is not None:
+            self._interrupt.set()
+
     def check_interrupt(self) -> None:
         if self.interrupted:
             raise Interrupted(f"interrupted in node {self.node_id}")
@@ -193,6 +231,14 @@ class Context:
         self.check_interrupt()
         if self._on_progress is not None:
             self._on_progress(self.node_id, value, total, preview)
+
+    def derive(self, *, prompt: dict[str, Any] | None = None, extra_data: dict[str, Any] | None = None) -> Context:
+        """A context for a node this one calls directly (a pack calling ComfyUI's node classes): the same node,
+        progress and interrupt, its own UI output; `prompt`/`extra_data` replace this one's when given."""
+        return Context(node_id=self.node_id, prompt_id=self.prompt_id,
+                       prompt=self.prompt if prompt is None else prompt,
+                       extra_data=self.extra_data if extra_data is None else extra_data, env=self.env,
+                       on_progress=self._on_progress, interrupt=self._interrupt)
 
     def show(self, **ui: list[Any]) -> None:
         """Add UI output, e.g. `ctx.show(images=[{"filename": ..., "subfolder": "", "type": "output"}])`."""
@@ -208,6 +254,12 @@ class Node(BaseModel):
 
     def run(self, ctx: Context) -> Any:  # pragma: no cover - always overridden
         raise NotImplementedError
+
+    def check_lazy_status(self, ctx: Context) -> list[str]:
+        """For a node with lazy inputs (`Input(lazy=True)`): the names of those it still needs, given the inputs
+        evaluated so far (an unevaluated lazy input is None). The executor evaluates them and asks again; the node
+        runs once it names none still unevaluated. By default none is needed (ComfyUI's rule)."""
+        return []
 
     @classmethod
     def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:

@@ -24,8 +24,10 @@ editor treat it like any other node. The rules:
   `Context` is the current node's (`nodes.comfy_compat.running`): that is how `comfy.utils.ProgressBar` and
   `comfy.model_management`'s interrupt checks reach it.
 - Results: a tuple/list (one value per output) or `{"ui": {...}, "result": (...)}`; `ui` reaches the editor
-  through `Context.show`. Node expansion (`"expand"`) and execution blockers are refused with a clear error;
-  `lazy` inputs are simply always evaluated (same results, no laziness).
+  through `Context.show`. A result with `"expand"` becomes an `Expansion` the executor runs (its `result` may
+  link into the new nodes). Execution blockers are not supported.
+- `{"lazy": True}` inputs are evaluated only when the instance's `check_lazy_status(**inputs)` names them (the
+  executor asks until it names none left); `{"rawLink": True}` inputs receive the link `[node id, slot]`.
 - `/object_info` renders the class as ComfyUI does: `INPUT_TYPES()` verbatim (JSON round-tripped), its key order
   as `input_order`, `RETURN_TYPES`/`RETURN_NAMES`/`OUTPUT_IS_LIST`, display name from
   `NODE_DISPLAY_NAME_MAPPINGS`.
@@ -46,7 +48,7 @@ from typing import Any, ClassVar
 from pydantic import ConfigDict
 from pydantic_core import PydanticUndefined
 
-from nodes.api import (HIDDEN_KINDS, SEMVER, Context, Environment, InputSpec, LinkedInput, Node,
+from nodes.api import (HIDDEN_KINDS, SEMVER, Context, Environment, Expansion, InputSpec, LinkedInput, Node,
                        NodeDeclarationError, NodeSpec, OutputSpec, OwnValidation)
 from nodes.comfy_compat import running
 from nodes.types import ANY, Choices, TypeInfo
@@ -81,6 +83,9 @@ class ComfyV1Node(Node):
 
     def run(self, ctx: Context) -> Any:
         return call_v1(type(self).__v1_plan__, dict(self.model_extra or {}), ctx)
+
+    def check_lazy_status(self, ctx: Context) -> list[str]:
+        return lazy_status_v1(type(self).__v1_plan__, dict(self.model_extra or {}), ctx)
 
     @classmethod
     def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
@@ -271,26 +276,45 @@ def validate_v1(plan: V1Plan, inputs: dict[str, Any]) -> str | dict[str, str] | 
     return {k: message for k in received} if received else (message or "VALIDATE_INPUTS returned False")
 
 
-def call_v1(plan: V1Plan, kwargs: dict[str, Any], ctx: Context) -> tuple[Any, ...]:
-    """One call of the pack's FUNCTION (list mapping is the executor's); returns one value per output."""
+def _arguments(plan: V1Plan, kwargs: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """The keyword arguments the pack's methods receive: combo option objects, hidden values."""
     for name, options in plan.typed_combos.items():
         if name in kwargs:
             kwargs[name] = _option_object(options, kwargs[name], plan.input_is_list)
     for param, kind in plan.hidden.items():
         value = hidden_value(kind, ctx)
         kwargs[param] = [value] if plan.input_is_list else value
+    return kwargs
+
+
+def lazy_status_v1(plan: V1Plan, kwargs: dict[str, Any], ctx: Context) -> list[str]:
+    """The instance's `check_lazy_status(**inputs)` (no method: no lazy input is needed, as in ComfyUI)."""
+    instance = _instance(plan, ctx)
+    method = getattr(instance, "check_lazy_status", None)
+    if method is None:
+        return []
+    with running(ctx):
+        needed = method(**_arguments(plan, kwargs, ctx))
+        if inspect.isawaitable(needed):
+            needed = await_result(needed)
+    return [str(n) for n in needed or []]
+
+
+def call_v1(plan: V1Plan, kwargs: dict[str, Any], ctx: Context) -> tuple[Any, ...] | Expansion:
+    """One call of the pack's FUNCTION (list mapping is the executor's); returns one value per output, or the
+    `Expansion` a result with `"expand"` asks for."""
     with running(ctx):  # comfy.utils.ProgressBar and the interrupt checks report through ctx
-        result = getattr(_instance(plan, ctx), plan.function)(**kwargs)
+        result = getattr(_instance(plan, ctx), plan.function)(**_arguments(plan, kwargs, ctx))
         if inspect.isawaitable(result):
-            result = _await(result)
+            result = await_result(result)
     values: Any = result
     if isinstance(result, dict):
-        if "expand" in result:
-            raise NotImplementedError(f"{plan.name}: node expansion ('expand') is not supported by latentloom")
         ui = result.get("ui")
         if ui:
             ctx.show(**{str(k): list(v) if isinstance(v, (list, tuple)) else [v] for k, v in ui.items()})
         values = result.get("result", ())
+        if result.get("expand") is not None:
+            return Expansion(dict(result["expand"]), tuple(values or ()))
     if values is None:
         values = ()
     if not isinstance(values, (tuple, list)):
@@ -329,8 +353,8 @@ def _instance(plan: V1Plan, ctx: Context) -> Any:
     return instances[key]
 
 
-def _await(awaitable: Any) -> Any:
-    """Run an async FUNCTION to completion (in a fresh loop; on a helper thread if this one has a loop)."""
+def await_result(awaitable: Any) -> Any:
+    """Run a pack's coroutine (an async FUNCTION, a V3 entry point) to completion (in a fresh loop; on a helper thread if this one has a loop)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:

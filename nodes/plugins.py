@@ -11,13 +11,19 @@ What a plugin module offers (both may be present):
   reachable as attributes of the module;
 - a ComfyUI V1 pack: `NODE_CLASS_MAPPINGS`, `NODE_DISPLAY_NAME_MAPPINGS`, each class adapted once by
   `nodes.comfy_v1.adapt_v1`;
+- else a ComfyUI V3 pack: `comfy_entrypoint()` (sync or async) returning a `comfy_api.latest.ComfyExtension`;
+  after its `on_load()`, each class of `get_node_list()` is registered under its schema's `node_id` as the V1
+  class `comfy_api.latest.io.v1_class` synthesises;
 - `WEB_DIRECTORY` (or `[tool.comfy] web` in the pack's pyproject.toml): JavaScript served under
   `/extensions/<plugin>/` and loaded by the editor; `__version__` (or the pyproject / distribution version).
 
 Isolation: each plugin is imported on its own, under the module name `custom_nodes_x_<name>` (never by editing
 `sys.path`); an import that raises (even `SystemExit`) fails only that plugin, and a node that is broken or whose
 name is taken (built-ins cannot be overridden; the first plugin to claim a name keeps it) fails only that node.
-Every outcome is logged and kept in a `PluginInfo` (what `GET /plugins` lists).
+Every outcome is logged and kept in a `PluginInfo` (what `GET /plugins` lists). A pack whose import fails for a
+missing module also gets, in its report and the log, the pip command that would bring it into this interpreter:
+its `requirements.txt`, or the library itself when it is one of latentloom's own dependencies that packs take
+for granted (torchvision, …); nothing is ever installed for it.
 
 ComfyUI's import surface: before the first plugin is imported, `nodes.comfy_compat.install(paths)` makes
 `folder_paths`, `comfy.utils` and `comfy.model_management` importable (never shadowing real modules of those
@@ -27,10 +33,13 @@ our own packages.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import importlib
 import importlib.metadata
 import importlib.util
 import logging
 import re
+import shlex
 import sys
 import time
 import tomllib
@@ -42,8 +51,8 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from nodes.api import NodeDeclarationError, NodeSpec
-from nodes.comfy_compat import install as install_comfy_names
-from nodes.comfy_v1 import adapt_v1
+from nodes.comfy_compat import ALIASES as COMFY_NAMES, install as install_comfy_names
+from nodes.comfy_v1 import adapt_v1, await_result
 from nodes.paths import DataPaths
 from nodes.registry import Registry
 
@@ -51,6 +60,9 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "latentloom.nodes"
 MODULE_PREFIX = "custom_nodes_x_"
 Status = Literal["loaded", "partial", "failed", "disabled"]
+# Libraries ComfyUI's requirements bring that packs import unlisted; dependencies of latentloom (pyproject.toml),
+# named here so that a broken install gets the right advice. Module name = distribution name for each.
+RUNTIME_LIBRARIES = ("torchvision", "kornia", "einops", "spandrel")
 
 
 @dataclass
@@ -67,12 +79,13 @@ class PluginInfo:
     node_errors: dict[str, str] = field(default_factory=dict)
     web_directory: Path | None = None
     seconds: float = 0.0
+    install: str | None = None               # the command installing the pack's requirements, when one is missing
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "location": self.location, "version": self.version,
                 "status": self.status, "error": self.error, "nodes": list(self.nodes),
                 "node_errors": dict(self.node_errors), "web": self.web_directory is not None,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "install": self.install}
 
 
 @dataclass
@@ -198,8 +211,25 @@ def _import_isolated(module_name: str, init: Path, package: bool, info: PluginIn
     except (Exception, SystemExit) as exc:  # a plugin may not take the server down, whatever it raises
         sys.modules.pop(module_name, None)
         info.status, info.error = "failed", _describe(exc)
+        if isinstance(exc, ModuleNotFoundError):
+            info.install = _install_hint(init.parent if package else None, exc)
         return None
     return module
+
+
+def _install_hint(folder: Path | None, exc: ModuleNotFoundError) -> str | None:
+    """The pip command that would bring the missing module: latentloom's own dependency when it is one (packs take
+    ComfyUI's libraries for granted, so their requirements do not list them), else the pack folder's
+    `requirements.txt`; None when there is none, or the module is the pack's own or part of ComfyUI. Nothing is
+    installed for it."""
+    pip = f"{shlex.quote(sys.executable)} -m pip install"
+    top = (exc.name or "").split(".")[0]
+    if top in RUNTIME_LIBRARIES:
+        return f"{pip} {top}"
+    requirements = folder / "requirements.txt" if folder is not None else None
+    if requirements is None or not requirements.is_file() or top.startswith(MODULE_PREFIX) or top in COMFY_NAMES:
+        return None
+    return f"{pip} -r {shlex.quote(str(requirements))}"
 
 
 def _register(registry: Registry, module: ModuleType, info: PluginInfo, *, python_module: str) -> None:
@@ -214,6 +244,8 @@ def _register(registry: Registry, module: ModuleType, info: PluginInfo, *, pytho
     if mappings is not None and not isinstance(mappings, dict):
         info.node_errors["NODE_CLASS_MAPPINGS"] = "NODE_CLASS_MAPPINGS must be a dict {class_type: class}"
         mappings = {}
+    if mappings is None and callable(getattr(module, "comfy_entrypoint", None)):
+        mappings, names = _v3_nodes(module, info)
     for name, cls in (mappings or {}).items():
         try:
             spec = adapt_v1(name, cls, display_name=names.get(name) if isinstance(names, dict) else None,
@@ -231,6 +263,34 @@ def _register(registry: Registry, module: ModuleType, info: PluginInfo, *, pytho
         info.nodes.append(name)
     if info.node_errors:
         info.status = "partial" if info.nodes else "failed"
+
+
+def _v3_nodes(module: ModuleType, info: PluginInfo) -> tuple[dict[str, type], dict[str, str]]:
+    """A V3 pack's nodes as V1 classes by node id, and their display names (`comfy_api.latest`)."""
+    io = importlib.import_module("comfy_api.latest").io
+    try:
+        extension = _settled(module.comfy_entrypoint())
+        _settled(extension.on_load())
+        node_list = list(_settled(extension.get_node_list()))
+    except Exception as exc:  # a broken extension fails this plugin only
+        info.node_errors["comfy_entrypoint"] = _describe(exc)
+        return {}, {}
+    classes, names = {}, {}
+    for node in node_list:
+        try:
+            schema, v1 = io.v1_class(node)
+        except Exception as exc:
+            info.node_errors[getattr(node, "__name__", repr(node))] = f"V3 schema: {_describe(exc)}"
+            continue
+        classes[schema.node_id] = v1
+        if schema.display_name:
+            names[schema.node_id] = schema.display_name
+    return classes, names
+
+
+def _settled(value: Any) -> Any:
+    """The value, or what it resolves to when the pack's method was async."""
+    return await_result(value) if inspect.isawaitable(value) else value
 
 
 def _own_specs(module: ModuleType) -> list[NodeSpec]:
@@ -277,6 +337,9 @@ def _log(plugin: PluginInfo) -> None:
     if plugin.status == "failed":
         log.error("plugin %s (%s) failed to load: %s", plugin.name, plugin.location,
                   plugin.error or "; ".join(f"{k}: {v}" for k, v in plugin.node_errors.items()))
+        if plugin.install:
+            log.error("plugin %s: a module it needs is missing; its requirements install with: %s", plugin.name,
+                      plugin.install)
     elif plugin.status == "disabled":
         log.info("plugin %s is disabled", plugin.name)
     else:

@@ -1,8 +1,8 @@
 """latentloom's HTTP and websocket server (see ARCHITECTURE.md; the app factory is `server.app.create_app`).
 
 This package is also the `server` that ComfyUI packs import: `from server import PromptServer` gives
-`server.comfy_server.PromptServer` (its `instance` has the route table packs decorate, `send_sync`, …). The name is
-provided lazily (module `__getattr__`), so importing this package stays cheap and has no side effects.
+`server.comfy_server.PromptServer` (its `instance` has the route table packs decorate, `send_sync`, …), and
+`BinaryEventTypes`. The names are provided lazily (module `__getattr__`), so importing this package stays cheap and has no side effects.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    if name == "PromptServer":
-        from server.comfy_server import PromptServer
+    if name in ("PromptServer", "BinaryEventTypes"):
+        from server import comfy_server
 
-        return PromptServer
+        return getattr(comfy_server, name)
     raise AttributeError(f"module 'server' has no attribute {name!r}")

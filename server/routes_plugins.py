@@ -45,6 +45,8 @@ class PluginEntry(BaseModel):
     node_errors: dict[str, str]
     web: bool
     seconds: float
+    install: str | None = Field(description="when a module the plugin imports is missing: the command installing "
+                                            "the plugin's requirements.txt (never run by latentloom)")
 
 
 async def extensions(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ last (`nodes.comfy_compat.install`). The rules that differ from, or sharpen, Com
 """
 from __future__ import annotations
 
+import mimetypes
 import os
 import re
 from pathlib import Path
@@ -32,7 +33,7 @@ ANNOTATION = re.compile(r"^(?P<name>.*?) \[(?P<kind>input|output|temp)\]$")
 
 DYNAMIC = {"base_path": lambda p: p.root, "models_dir": lambda p: p.root / "models",
            "input_directory": lambda p: p.input, "output_directory": lambda p: p.output,
-           "temp_directory": lambda p: p.temp}
+           "temp_directory": lambda p: p.temp, "user_directory": lambda p: p.root / "user"}
 
 
 def __getattr__(name: str) -> Any:
@@ -88,6 +89,12 @@ def filter_files_extensions(files: list[str], extensions: set[str] | list[str]) 
     return sorted(f for f in files if not wanted or os.path.splitext(f)[1].lower() in wanted)
 
 
+def filter_files_content_types(files: list[str], content_types: list[str]) -> list[str]:
+    """The files whose guessed MIME type's major part (`image`, `video`, `audio`, `model`) is in `content_types`."""
+    wanted = set(content_types)
+    return [f for f in files if (mimetypes.guess_type(f, strict=False)[0] or "").split("/")[0] in wanted]
+
+
 def get_filename_list(folder_name: str) -> list[str]:
     """Every file of a kind across its folders: relative paths, sorted, each once; KeyError for an unknown kind."""
     folders, extensions = folder_names_and_paths[map_legacy(folder_name)]
@@ -131,6 +138,18 @@ def get_output_directory() -> str:
 
 def get_temp_directory() -> str:
     return str(STATE.bound().temp)
+
+
+def get_user_directory() -> str:
+    """The data folder's `user/` (where ComfyUI keeps user settings and files)."""
+    return str(STATE.bound().root / "user")
+
+
+def get_input_subfolders() -> list[str]:
+    """The folders inside the input folder, as relative paths with `/`, sorted."""
+    root = STATE.bound().input
+    return sorted(str(p.relative_to(root)).replace(os.sep, "/") for p in root.rglob("*")
+                  if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def get_directory_by_type(type_name: str) -> str | None:

@@ -252,6 +252,6 @@ def test_nodes_package_names(registry, env):
 
     assert nodes.MAX_RESOLUTION == 16384
     with pytest.raises(ImportError):
-        from nodes import NODE_CLASS_MAPPINGS  # noqa: F401
+        from nodes import NoSuchComfyNode  # noqa: F401
     info = registry.object_info(env)
     assert info["SurfaceWaitForUser"]["input"]["required"]["width"][1]["max"] == 16384

@@ -190,3 +190,23 @@ async def test_server_lists_plugins_serves_extensions_and_converts_ui_format(pat
     assert json.loads(texts["prompt"])["2"]["class_type"] == "V1Brightness"
     with Image.open(paths.output / saved["filename"]) as img:
         assert img.getpixel((0, 0)) == (100, 50, 25)
+
+
+def test_missing_requirement_reports_the_install_command(paths, caplog):
+    install(paths, "needs_requirement", "broken_import.py", "native_pack")
+    registry, plugins = full_registry(paths, entry_points=False)
+    pack = plugins.get("needs_requirement")
+    requirements = paths.custom_nodes / "needs_requirement" / "requirements.txt"
+    assert pack.status == "failed" and "No module named 'latentloom_test_absent_dependency'" in pack.error
+    assert pack.install == f"{sys.executable} -m pip install -r {requirements}"
+    assert pack.to_json()["install"] == pack.install and pack.install in caplog.text
+    assert plugins.get("broken_import").install is None  # a single file has no requirements.txt
+    assert plugins.get("native_pack").status == "partial" and "Invert" in registry  # the others still load
+
+
+def test_missing_runtime_library_names_the_library(paths):
+    # what `import torchvision` raises where the library is missing
+    (paths.custom_nodes / "needs_vision.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torchvision'\", name='torchvision')\n")
+    _, plugins = full_registry(paths, entry_points=False)
+    assert plugins.get("needs_vision").install == f"{sys.executable} -m pip install torchvision"

@@ -1,17 +1,18 @@
 """`comfy`: the part of ComfyUI's `comfy` package that node packs use without ComfyUI's models (reference §4.9).
 
-Imported only as `comfy` (see `nodes.comfy_compat`). Submodules: `comfy.utils` (ProgressBar) and
-`comfy.model_management` (devices, interrupts). Any other `comfy.x` (samplers, sd, model_patcher, …) does not
+Imported only as `comfy` (see `nodes.comfy_compat`). Submodules: `comfy.utils` (ProgressBar, state dicts, tiled
+scaling), `comfy.model_management` (devices, memory, interrupts), `comfy.samplers` (the sampler and scheduler
+lists, KSampler) and `comfy.sample` (noise, sampling). Any other `comfy.x` (sd, model_patcher, ldm, …) does not
 exist here, so a pack that needs ComfyUI's model classes fails to import with ModuleNotFoundError, naming it.
-`comfy.utils` and `comfy.model_management` are also reachable as attributes of `comfy` without importing them
-first, as packs that only `import comfy` expect.
+The submodules are also reachable as attributes of `comfy` without importing them first, as packs that only
+`import comfy` expect.
 """
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
-SUBMODULES = ("utils", "model_management")
+SUBMODULES = ("utils", "model_management", "samplers", "sample")
 
 
 def __getattr__(name: str) -> ModuleType:

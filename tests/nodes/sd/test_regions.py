@@ -26,7 +26,7 @@ HW = (16, 16)
 class StubUNet(torch.nn.Module):
     """ε = 0.5·input + mean(context) + mean of the input over its own crop (so the crop's extent matters)."""
 
-    config = SimpleNamespace(in_channels=4, addition_embed_type=None)
+    config = SimpleNamespace(in_channels=4, addition_embed_type=None, cross_attention_dim=32)
     device = torch.device("cpu")
     dtype = torch.float32
 

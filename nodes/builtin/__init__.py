@@ -13,7 +13,7 @@ BUILTIN_MODULES = ("nodes.builtin.primitives", "nodes.builtin.utils", "nodes.bui
                    "nodes.builtin.inpaint", "nodes.builtin.scale", "nodes.builtin.conditioning_tools",
                    "nodes.builtin.mask", "nodes.builtin.image_tools", "nodes.builtin.latent_tools",
                    "nodes.builtin.custom_sampling", "nodes.builtin.upscale_model",
-                   "nodes.builtin.preprocessors")
+                   "nodes.builtin.preprocessors", "nodes.builtin.vision")
 
 
 def builtin_registry() -> Registry:

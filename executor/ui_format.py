@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from executor.workflow import WorkflowError
 from nodes.api import InputSpec, NodeSpec
-from nodes.identity import MODEL_INPUTS
+from nodes.identity import model_folder
 from nodes.registry import Registry
 from nodes.types import types_compatible
 
@@ -337,8 +337,9 @@ def _model_hashes(doc: Mapping[str, Any]) -> dict[tuple[str, str], str]:
 
 def _add_hashes(entry: dict[str, Any], hashes: dict[tuple[str, str], str]) -> None:
     for name, value in entry["inputs"].items():
-        if name in MODEL_INPUTS and isinstance(value, str) and (MODEL_INPUTS[name], value) in hashes:
-            entry["_meta"].setdefault("model_sha256", {})[name] = hashes[(MODEL_INPUTS[name], value)]
+        folder = model_folder(entry.get("class_type"), name)
+        if folder is not None and isinstance(value, str) and (folder, value) in hashes:
+            entry["_meta"].setdefault("model_sha256", {})[name] = hashes[(folder, value)]
 
 
 def _id_order(nid: str) -> tuple[int, int | str]:

@@ -21,7 +21,7 @@ from nodes.builtin import builtin_registry
 from nodes.paths import DataPaths
 from nodes.sd.devices import ModelManager
 from nodes.sd.errors import CheckpointError
-from nodes.sd.upscale import load_upscale_model, tile_starts, tiled_upscale
+from nodes.sd.upscale import UpscaleModel, load_upscale_model, tile_starts, tiled_upscale
 
 
 def _import_spandrel():
@@ -164,3 +164,31 @@ def test_object_info_matches_comfyui(env):
     assert upscale["input"]["required"]["upscale_model"][0] == "UPSCALE_MODEL"
     assert (upscale["output"], upscale["category"], upscale["display_name"], upscale["python_module"]) == (
         ["IMAGE"], "image/upscaling", "Upscale Image (using Model)", "comfy_extras.nodes_upscale_model")
+
+
+class _MemoryLimited:
+    """spandrel's descriptor as a small GPU sees it: tiles above `limit` pixels a side run out of memory."""
+
+    def __init__(self, descriptor, limit):
+        self.descriptor, self.limit, self.sides = descriptor, limit, []
+        self.model, self.scale, self.input_channels = descriptor.model, descriptor.scale, descriptor.input_channels
+
+    def __call__(self, image):
+        if max(image.shape[-2:]) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        self.sides.append(max(image.shape[-2:]))
+        return self.descriptor(image)
+
+
+def test_out_of_memory_halves_the_tile(env):
+    model = load_upscale_model(env.paths.models("upscale_models") / "compact.safetensors", ModelManager("cpu"))
+    limited = _MemoryLimited(model.descriptor, 300)
+    image = _image(600, 330).movedim(-1, 1)
+    seen = []
+    out = UpscaleModel(limited, model.manager).upscale(image, on_tile=lambda done, total: seen.append((done, total)))
+    assert max(limited.sides) == 256 and seen[-1] == (6, 6)  # 3 rows × 2 columns of 256 px tiles
+    assert torch.allclose(out, model.descriptor(image), atol=1e-5)
+    with pytest.raises(torch.OutOfMemoryError):
+        UpscaleModel(_MemoryLimited(model.descriptor, 100), model.manager).upscale(image)
+    with pytest.raises(ValueError, match="channels"):
+        model.upscale(image[:, :1])

@@ -74,6 +74,7 @@ def env(tmp_path_factory):
     save_file({k: v.contiguous() for k, v in _tiny_compact().state_dict().items()},
               str(folder / "compact.safetensors"))
     torch.save(_tiny_compact().state_dict(), folder / "compact.pth")
+    torch.save({"params_ema": _tiny_esrgan().state_dict()}, folder / "esrgan_basicsr.pth")  # as RealESRGAN ships
     save_file({"weight": torch.zeros(2, 2)}, str(folder / "not_a_model.safetensors"))
     return env
 
@@ -98,6 +99,8 @@ def test_pickle_needs_the_flag_and_unknown_files_are_refused(env):
         load_upscale_model(folder / "compact.pth", ModelManager("cpu"))
     allowed = load_upscale_model(folder / "compact.pth", ModelManager("cpu"), allow_pickle=True)
     assert allowed.scale == 2
+    wrapped = load_upscale_model(folder / "esrgan_basicsr.pth", ModelManager("cpu"), allow_pickle=True)
+    assert (wrapped.descriptor.architecture.id, wrapped.scale) == ("ESRGAN", 4)
     with pytest.raises(CheckpointError, match="not an upscale model"):
         load_upscale_model(folder / "not_a_model.safetensors", ModelManager("cpu"))
 
@@ -155,8 +158,8 @@ def test_workflow_upscales_with_progress_per_tile(env):
 def test_object_info_matches_comfyui(env):
     info = builtin_registry().object_info(env)
     loader, upscale = info["UpscaleModelLoader"], info["ImageUpscaleWithModel"]
-    assert loader["input"]["required"]["model_name"][0] == ["compact.pth", "compact.safetensors",
-                                                            "esrgan.safetensors", "not_a_model.safetensors"]
+    assert loader["input"]["required"]["model_name"][0] == ["compact.pth", "compact.safetensors", "esrgan.safetensors",
+                                                            "esrgan_basicsr.pth", "not_a_model.safetensors"]
     assert (loader["output"], loader["output_name"], loader["category"], loader["display_name"],
             loader["python_module"]) == (["UPSCALE_MODEL"], ["UPSCALE_MODEL"], "loaders", "Load Upscale Model",
                                          "comfy_extras.nodes_upscale_model")

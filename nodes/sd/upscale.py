@@ -58,7 +58,10 @@ class UpscaleModel:
         with self.manager.use(self.descriptor.model) as module:
             device = next(module.parameters()).device
             dtype = next(module.parameters()).dtype
-            run = lambda part: self.descriptor(part.to(device, dtype)).float().cpu()  # noqa: E731
+
+            def run(part: torch.Tensor) -> torch.Tensor:
+                return self.descriptor(part.to(device, dtype)).float().cpu()
+
             while True:
                 try:
                     return tiled_upscale(run, image, self.scale, tile=tile, overlap=overlap, on_tile=on_tile)

@@ -22,6 +22,14 @@ setup_python() {
   fi
 }
 
+# spandrel (upscale models) for the tests, without its torchvision requirement: PyPI has only CUDA builds of
+# torchvision, which cannot be imported with the CPU torch; the tests build no architecture that needs it.
+setup_spandrel() {
+  if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('spandrel') is None)"; then
+    "$VENV/bin/pip" install --quiet --no-deps "spandrel>=0.4"
+  fi
+}
+
 setup_web() {
   if [ -x web/setup.sh ]; then
     web/setup.sh "$@"
@@ -38,6 +46,7 @@ case "$cmd" in
     ;;
   test)
     setup_python test
+    setup_spandrel
     setup_web --with-browser
     export HF_HUB_OFFLINE=1
     exec "$VENV/bin/python" -m pytest "$@"

@@ -5,7 +5,9 @@
   again, a replaced one is hashed anew. A diffusers folder's hash is the sha256 of its files' sorted
   `"<relative path> <sha256>\\n"` lines. `model_hashes(env)` is the environment's one instance.
 - Which inputs name model files: ComfyUI's conventional input names (`ckpt_name` → checkpoints, `vae_name` → vae,
-  `lora_name` → loras, …, `MODEL_INPUTS`), so V1 loaders are covered as well as ours.
+  `lora_name` → loras, …, `MODEL_INPUTS`), so V1 loaders are covered as well as ours; where a loader's input
+  name means another folder than the convention (CLIPVisionLoader's `clip_name`), `NODE_MODEL_INPUTS` says so
+  per node type (`model_folder`).
 - `run_record(ctx)` is the `latentloom` PNG chunk SaveImage writes beside ComfyUI's `prompt` and `workflow`:
   engine, Python, torch, diffusers and transformers versions, the compute device and its dtypes, and for every
   model input of the nodes upstream of the saving node: node id, input, folder, name and sha256. Embedding
@@ -43,6 +45,10 @@ MODEL_INPUTS = {
     "clip_name3": "text_encoders", "control_net_name": "controlnet", "style_model_name": "style_models",
     "gligen_name": "gligen", "hypernetwork_name": "hypernetworks", "upscale_model_name": "upscale_models",
     "photomaker_model_name": "photomaker",
+}
+#: Inputs of particular node types that name files of another folder than `MODEL_INPUTS` says (or than none).
+NODE_MODEL_INPUTS = {
+    "CLIPVisionLoader": {"clip_name": "clip_vision"}, "UpscaleModelLoader": {"model_name": "upscale_models"},
 }
 #: Inputs whose text may name textual-inversion embeddings (ComfyUI's CLIP text encoders' input names).
 TEXT_INPUTS = ("text", "text_g", "text_l")
@@ -157,10 +163,17 @@ class ModelUse:
         return {**record, "source": source} if source else record
 
 
+def model_folder(class_type: Any, input_name: str) -> str | None:
+    """The model folder that a node type's constant input names a file of (None: not a model input)."""
+    own = NODE_MODEL_INPUTS.get(class_type, {}) if isinstance(class_type, str) else {}
+    return own.get(input_name, MODEL_INPUTS.get(input_name))
+
+
 def model_uses(prompt: Mapping[str, Any], node_ids: list[str] | None = None) -> list[ModelUse]:
     """The model inputs (constant names) of the given nodes and everything upstream of them (all nodes: None)."""
-    uses = [ModelUse(nid, name, MODEL_INPUTS[name], value) for nid, name, value in _constants(prompt, node_ids)
-            if name in MODEL_INPUTS and isinstance(value, str)]
+    types = {str(k): v.get("class_type") for k, v in prompt.items() if isinstance(v, Mapping)}
+    uses = [ModelUse(nid, name, kind, value) for nid, name, value in _constants(prompt, node_ids)
+            if isinstance(value, str) and (kind := model_folder(types.get(nid), name)) is not None]
     return sorted(uses, key=lambda u: (_id_order(u.node), u.input))
 
 

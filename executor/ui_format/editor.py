@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from nodes.api import NodeSpec
-from nodes.identity import MODEL_INPUTS
+from nodes.identity import model_folder
 
 
 def groups(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -82,5 +82,6 @@ def model_hashes(doc: Mapping[str, Any]) -> dict[tuple[str, str], str]:
 
 def add_hashes(entry: dict[str, Any], hashes: dict[tuple[str, str], str]) -> None:
     for name, value in entry["inputs"].items():
-        if name in MODEL_INPUTS and isinstance(value, str) and (MODEL_INPUTS[name], value) in hashes:
-            entry["_meta"].setdefault("model_sha256", {})[name] = hashes[(MODEL_INPUTS[name], value)]
+        folder = model_folder(entry.get("class_type"), name)
+        if folder is not None and isinstance(value, str) and (folder, value) in hashes:
+            entry["_meta"].setdefault("model_sha256", {})[name] = hashes[(folder, value)]

@@ -12,7 +12,8 @@ BUILTIN_MODULES = ("nodes.builtin.primitives", "nodes.builtin.utils", "nodes.bui
                    "nodes.builtin.loaders", "nodes.builtin.conditioning", "nodes.builtin.sampling",
                    "nodes.builtin.inpaint", "nodes.builtin.scale", "nodes.builtin.conditioning_tools",
                    "nodes.builtin.mask", "nodes.builtin.image_tools", "nodes.builtin.latent_tools",
-                   "nodes.builtin.custom_sampling", "nodes.builtin.postprocessing", "nodes.builtin.model_patches")
+                   "nodes.builtin.custom_sampling", "nodes.builtin.postprocessing", "nodes.builtin.model_patches",
+                   "nodes.builtin.upscale_model", "nodes.builtin.preprocessors", "nodes.builtin.vision")
 
 
 def builtin_registry() -> Registry:

@@ -7,7 +7,9 @@ truncated) and hands out tensors through safetensors' `safe_open`, whose tensors
 the file: assigning them into a module makes no copy in RAM.
 
 Pickle checkpoints (.ckpt/.pt/...) can run code when unpickled, so they are read only when the caller opts in
-(`allow_pickle=True`), and then with `torch.load(weights_only=True)`; a top-level "state_dict" is unwrapped.
+(`allow_pickle=True`), and then with `torch.load(weights_only=True)`; weights that training code saved under a
+top-level key are unwrapped (`WRAPPER_KEYS`: Lightning's "state_dict", BasicSR's "params_ema"/"params", which
+ESRGAN-family upscale models use).
 
 Public API:
 - `StateDict`: `.path`, `.shapes` (name -> shape), `.metadata` (str -> str),
@@ -29,6 +31,7 @@ from safetensors import safe_open
 
 from nodes.sd.errors import CheckpointError
 
+WRAPPER_KEYS = ("state_dict", "params_ema", "params")  # the first present wins (EMA weights before raw ones)
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".pt2", ".bin", ".pkl"}
 # A header larger than this is not a checkpoint header (real SDXL files have ~200 KB headers).
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -151,8 +154,10 @@ def _open_pickle(path: Path) -> StateDict:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise CheckpointError(path, f"could not read pickle checkpoint ({type(exc).__name__}: {exc})") from exc
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
+    wrapper = next((key for key in WRAPPER_KEYS if isinstance(loaded, dict) and isinstance(loaded.get(key), dict)),
+                   None)
+    if wrapper is not None:
+        loaded = loaded[wrapper]
     if not isinstance(loaded, dict):
         raise CheckpointError(path, f"pickle checkpoint holds a {type(loaded).__name__}, not a state dict")
     tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}

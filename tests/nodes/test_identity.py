@@ -65,6 +65,16 @@ def test_model_uses_follow_links_upstream_of_a_node():
     assert len(model_uses(prompt)) == 3
 
 
+def test_model_uses_know_loaders_whose_input_names_mean_another_folder():
+    prompt = {"1": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "vit.safetensors"}},
+              "2": {"class_type": "CLIPLoader", "inputs": {"clip_name": "t5.safetensors"}},
+              "3": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.pth"}},
+              "4": {"class_type": "SomethingElse", "inputs": {"model_name": "not a file"}}}
+    assert [(u.node, u.kind, u.name) for u in model_uses(prompt)] == [
+        ("1", "clip_vision", "vit.safetensors"), ("2", "text_encoders", "t5.safetensors"),
+        ("3", "upscale_models", "4x.pth")]
+
+
 DECODE = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
           "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 2}},
           "8": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["4", 2]}},

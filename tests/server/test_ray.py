@@ -181,3 +181,10 @@ def test_a_worker_killed_mid_prompt_is_replaced_and_the_prompt_completes(cluster
     entry = history(cluster, prompt_id)
     assert entry["status"]["completed"] and entry["outputs"]["3"] == {"text": ["3.0"]}
     wait(lambda: all(w["state"] == "idle" for w in workers(cluster).values()))
+
+
+def test_free_reaches_every_worker(cluster):
+    history(cluster, queue(cluster, txt2img(11)))
+    assert any(w["models"] for w in workers(cluster).values())
+    call(cluster, "/free", {"unload_models": True})
+    wait(lambda: all(not w["models"] for w in workers(cluster).values()), timeout=60)

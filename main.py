@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gzip JSON and text responses for clients that accept it")
     serve.add_argument("--allow-model-pull", action="store_true",
                        help="allow POST /models/pull beyond loopback (needs a token; always on for loopback)")
+    serve.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="run prompts on Ray worker actors: 'local' starts Ray here, else a cluster address "
+                            "(needs the ray extra)")
+    serve.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                       help="number of Ray workers (default: one per GPU; a CPU-only cluster needs N)")
+    serve.add_argument("--ray-worker-data-dir", default=None, metavar="TEMPLATE",
+                       help="each worker's data folder, '{worker}' replaced by its id (default: the head's for "
+                            "'local', the worker's own default on a cluster)")
     serve.add_argument("--demo-if-empty", action="store_true",
                        help="write the tiny demo checkpoint when models/checkpoints has none")
     run = sub.add_parser("run", help="run a workflow headless and write its outputs")

@@ -6,7 +6,9 @@ latent gives the same bytes in both engines. PNG text chunks use `json.dumps` de
 """
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
+log = logging.getLogger(__name__)
 PNG_LEVEL_SAVE = 4
 PNG_LEVEL_PREVIEW = 1
 
@@ -88,3 +91,15 @@ def output_names(folder: Path, prefix: str, width: int, height: int) -> tuple[Pa
     pattern = re.compile(re.escape(base).replace(re.escape("%batch_num%"), r"\d+") + r"_(\d{5,})_")
     taken = [int(m.group(1)) for p in directory.iterdir() if (m := pattern.match(p.name))]
     return directory, base, max(taken, default=0) + 1
+
+
+def preview_jpeg(image: Any, size: int) -> bytes | None:
+    """A PIL image shrunk to fit size × size (bilinear), as JPEG quality 95 (ComfyUI's sampler previews)."""
+    if not isinstance(image, PILImage.Image):
+        log.warning("preview of type %s ignored (a PIL image is expected)", type(image).__name__)
+        return None
+    img = image.convert("RGB") if image.mode != "RGB" else image.copy()
+    img.thumbnail((size, size), PILImage.Resampling.BILINEAR)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=95)
+    return out.getvalue()

@@ -12,6 +12,7 @@ last.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import shutil
 import sys
@@ -32,6 +33,7 @@ from server.api import Route, add_routes
 from server.config import ExposureError, ServerConfig, listen_addresses
 from server.hub import Hub
 from server.openapi import add_openapi_routes
+from server.ray_dispatch import RayDispatcher, RaySetupError, start_workers
 from server.security import make_middlewares
 from server.state import CONFIG, ENV, EXECUTOR, HUB, PLUGINS, REGISTRY, STORE, WORKER
 from server.static import add_static_routes
@@ -89,8 +91,11 @@ async def engine(app: web.Application) -> AsyncIterator[None]:
                     ", ".join(recovered), "re-queued" if config.interrupted_prompts == "requeue" else "failed")
     executor = Executor(env, output_cache(config.cache_bytes or DEFAULT_CACHE_BYTES, env.paths.root / DISK_CACHE,
                                           config.disk_cache_bytes))
-    worker = Worker(store=store, registry=app[REGISTRY], env=env, executor=executor, hub=app[HUB],
-                    preview=config.preview, preview_size=config.preview_size)
+    if config.ray_address is None:
+        worker = Worker(store=store, registry=app[REGISTRY], env=env, executor=executor, hub=app[HUB],
+                        preview=config.preview, preview_size=config.preview_size)
+    else:
+        worker = await ray_worker(config, app, store)
     app[STORE], app[EXECUTOR], app[WORKER] = store, executor, worker
     worker.start()
     try:
@@ -98,6 +103,15 @@ async def engine(app: web.Application) -> AsyncIterator[None]:
     finally:
         await worker.stop(config.shutdown_grace)
         store.close()
+
+
+async def ray_worker(config: ServerConfig, app: web.Application, store) -> RayDispatcher:
+    env = app[ENV]
+    slots, owns_ray = await asyncio.to_thread(
+        start_workers, config.ray_address, config.ray_workers, config.ray_worker_data_dir, env.paths.root,
+        plugins=config.plugins, allow_pickle=config.allow_pickle)
+    return RayDispatcher(store=store, registry=app[REGISTRY], env=env, hub=app[HUB], slots=slots, owns_ray=owns_ray,
+                         preview=config.preview, preview_size=config.preview_size)
 
 
 async def close_websockets(app: web.Application) -> None:
@@ -139,4 +153,7 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {config.listen}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    except RaySetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0

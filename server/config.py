@@ -64,6 +64,9 @@ class ServerConfig:
     plugins: bool = True  # load custom_nodes/ and installed entry-point plugins (--disable-plugins: none)
     cors_origin: str | None = None  # --enable-cors-header [ORIGIN]: CORS headers instead of the origin check
     compress: bool = False  # --enable-compress-response-body: gzip JSON and text responses
+    ray_address: str | None = None  # --ray ADDRESS ("local" starts Ray here): run prompts on Ray worker actors
+    ray_workers: int | None = None  # --ray-workers N (default: one per GPU of the cluster)
+    ray_worker_data_dir: str | None = None  # --ray-worker-data-dir TEMPLATE, "{worker}" → w0, w1, …
     allow_model_pull: bool = False  # --allow-model-pull: POST /models/pull beyond loopback (with a token)
 
     @property
@@ -95,5 +98,8 @@ class ServerConfig:
             disk_cache_bytes=int(getattr(args, "disk_cache", 0.0) * 2**30),
             cors_origin=getattr(args, "enable_cors_header", None),
             compress=bool(getattr(args, "enable_compress_response_body", False)),
+            ray_address=getattr(args, "ray", None),
+            ray_workers=getattr(args, "ray_workers", None),
+            ray_worker_data_dir=getattr(args, "ray_worker_data_dir", None),
             allow_model_pull=bool(getattr(args, "allow_model_pull", False)),
         )

@@ -1,5 +1,5 @@
-"""Read-only information routes: node types, model folders, features and system statistics (protocol §1.2, §1.8,
-§1.9). Node listings compute dynamic combo options (file lists) on every call, in a thread: a large models folder
+"""Read-only information routes: node types, model folders, features, system statistics (protocol §1.2, §1.8,
+§1.9) and the workers that run prompts (`GET /workers`, ours). Node listings compute dynamic combo options (file lists) on every call, in a thread: a large models folder
 must not stall the event loop.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from nodes.paths import MODEL_FOLDERS
 from nodes.registry import render_object_info
 from server import schemas as s
 from server.api import Route, json_response
-from server.state import CONFIG, ENV, REGISTRY
+from server.state import CONFIG, ENV, REGISTRY, WORKER
 
 COMFYUI_BASELINE = "0.3.64"  # the ComfyUI release whose protocol this server speaks
 
@@ -61,7 +61,16 @@ async def features(request: web.Request) -> web.Response:
 
 
 async def system_stats(request: web.Request) -> web.Response:
-    return json_response(await asyncio.to_thread(collect_stats))
+    stats = await asyncio.to_thread(collect_stats)
+    worker = request.app.get(WORKER)
+    if worker is not None:
+        stats["devices"] += worker.remote_devices()
+    return json_response(stats)
+
+
+async def workers(request: web.Request) -> web.Response:
+    worker = request.app.get(WORKER)
+    return json_response(worker.workers() if worker is not None else [])
 
 
 def _version(package: str) -> str:
@@ -128,6 +137,8 @@ ROUTES = [
           responses={200: ("files", list[str]), 404: ("unknown folder", None)}),
     Route("GET", "/features", features, "Server features", "system",
           responses={200: ("features", s.FeaturesResponse)}),
-    Route("GET", "/system_stats", system_stats, "Versions, memory and devices", "system",
-          responses={200: ("stats", s.SystemStatsResponse)}),
+    Route("GET", "/system_stats", system_stats, "Versions, memory and devices (with Ray, each worker's too)",
+          "system", responses={200: ("stats", s.SystemStatsResponse)}),
+    Route("GET", "/workers", workers, "The workers that run prompts: this process, or each Ray worker (ours)",
+          "system", responses={200: ("workers", list[s.WorkerInfo])}),
 ]

@@ -150,5 +150,14 @@ class SystemStatsResponse(BaseModel):
     devices: list[dict[str, Any]]
 
 
+class WorkerInfo(BaseModel):
+    id: str = Field(description="'local', or the Ray worker's id (w0, w1, …)")
+    host: str
+    device: str
+    state: str = Field(description="starting, idle, busy, restarting or failed")
+    models: list[str] = Field(description="'folder/name' of the models it has used since it last freed memory")
+    prompts_run: int
+
+
 HistoryResponse = dict[str, HistoryEntryModel]  # {prompt_id: entry} in completion order; {} when unknown
 NodeInfoResponse = dict[str, dict[str, Any]]  # {class_type: NodeInfo}, ComfyUI's /object_info shape

@@ -14,7 +14,7 @@ from nodes.plugins import Plugins
 from nodes.registry import Registry
 from server.config import ServerConfig
 from server.hub import Hub
-from server.worker import Worker
+from server.worker import QueueWorker
 
 CONFIG = web.AppKey("config", ServerConfig)
 REGISTRY = web.AppKey("registry", Registry)
@@ -23,4 +23,4 @@ ENV = web.AppKey("env", Environment)
 HUB = web.AppKey("hub", Hub)
 STORE = web.AppKey("store", QueueStore)
 EXECUTOR = web.AppKey("executor", Executor)
-WORKER = web.AppKey("worker", Worker)
+WORKER = web.AppKey("worker", QueueWorker)

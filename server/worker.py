@@ -19,22 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import io
 import logging
+import platform
 import queue
 import sys
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from executor.events import Event, ExecutionError, ExecutionStart
+from executor.events import Event
+from executor.invalid import Invalid, invalid_events
 from executor.progress import ProgressStates
 from executor.queue import HistoryEntry, QueueItem, QueueStore
 from executor.run import Executor, RunResult
-from executor.validate import ValidationReport, validate
+from executor.scale_out import WorkerState, prompt_models
+from executor.validate import validate
 from executor.workflow import WorkflowError, parse_workflow
 from nodes.api import Environment
+from nodes.identity import device_name
+from nodes.images import preview_jpeg
 from nodes.registry import Registry
+from nodes.sd.devices import compute_device
 from nodes.sd.handles import unload_models
 from server.hub import Hub, Running, text
 
@@ -82,29 +86,23 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
         future.set_result(result)
 
 
-@dataclass
-class Invalid:
-    """A queued prompt that no longer validates when its turn comes."""
+class QueueWorker(Protocol):
+    """What the routes need of the queue worker: this module's `Worker`, or `server.ray_dispatch.RayDispatcher`."""
 
-    report: ValidationReport | None
-    error: WorkflowError | None = None
+    def wake(self) -> None: ...
 
+    def interrupt(self, prompt_id: str | None = None) -> bool: ...
 
-def encode_preview(image: Any, size: int) -> bytes | None:
-    """A PIL image shrunk to fit size × size (bilinear), as JPEG quality 95 (ComfyUI's sampler previews)."""
-    from PIL import Image
+    def request_free(self, unload_models: bool, free_memory: bool) -> None: ...
 
-    if not isinstance(image, Image.Image):
-        log.warning("preview of type %s ignored (a PIL image is expected)", type(image).__name__)
-        return None
-    img = image.convert("RGB") if image.mode != "RGB" else image.copy()
-    img.thumbnail((size, size), Image.Resampling.BILINEAR)
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=95)
-    return out.getvalue()
+    def workers(self) -> list[dict[str, Any]]: ...
+
+    def remote_devices(self) -> list[dict[str, Any]]: ...
 
 
 class Worker:
+    """Runs the queue's prompts one at a time on this process's executor (see the module's policy)."""
+
     def __init__(self, *, store: QueueStore, registry: Registry, env: Environment, executor: Executor, hub: Hub,
                  preview: bool, preview_size: int) -> None:
         self.store, self.registry, self.env, self.executor, self.hub = store, registry, env, executor, hub
@@ -120,6 +118,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._progress = ProgressStates()
         self._unsubscribe = executor.subscribe(self._on_event)
+        self.state = WorkerState("local", platform.node(), device_name(compute_device()), "idle")
 
     # --- control (loop thread) ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -136,6 +135,14 @@ class Worker:
             return False
         self.executor.interrupt()
         return True
+
+    def workers(self) -> list[dict[str, Any]]:
+        """`GET /workers`: this process, the one worker."""
+        self.state.state = "busy" if self.current is not None else "idle"
+        return [self.state.public()]
+
+    def remote_devices(self) -> list[dict[str, Any]]:
+        return []
 
     def request_free(self, unload_models: bool, free_memory: bool) -> None:
         self._free["unload_models"] |= unload_models
@@ -209,6 +216,8 @@ class Worker:
             self.store.requeue(item.prompt_id)  # a clean shutdown: run it again at the next start
             return
         entry = self._history_entry(item, outcome)
+        self.state.prompts_run += 1
+        self.state.models = sorted(set(self.state.models) | prompt_models(item.prompt))
         self.store.finish(entry)
         self.hub.status(self.store.remaining())
         if item.client_id is not None:
@@ -218,7 +227,7 @@ class Worker:
         if isinstance(outcome, RunResult):
             return HistoryEntry(item, "success" if outcome.success else "error", outcome.outputs,
                                 list(outcome.messages))
-        events = invalid_events(item, outcome)
+        events = invalid_events(item.prompt_id, outcome)
         for event in events:
             self.hub.publish(event, item.client_id)
         return HistoryEntry(item, "error", {}, [(e.type, e.data()) for e in events])
@@ -242,7 +251,7 @@ class Worker:
         if event.type == "preview":
             if not self.preview:
                 return
-            jpeg = encode_preview(getattr(event, "image", None), self.preview_size)
+            jpeg = preview_jpeg(getattr(event, "image", None), self.preview_size)
             if jpeg is None:
                 return
         wanted = client_id in self.hub.clients if client_id is not None else bool(self.hub.clients)
@@ -262,28 +271,9 @@ class Worker:
         if self._free["free_memory"]:
             self.executor.cache.clear()
         unload_models(self.env)
+        self.state.models = []
         self._free = {"unload_models": False, "free_memory": False}
         gc.collect()
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-def invalid_events(item: QueueItem, outcome: Invalid) -> list[Event]:
-    """`execution_start` + `execution_error` for a prompt that failed validation when its turn came."""
-    node_id, node_type, message = None, None, ""
-    if outcome.report is not None:
-        failing = outcome.report.node_errors()
-        if failing:
-            node_id = next(iter(failing))
-            node_type = failing[node_id]["class_type"]
-            first = failing[node_id]["errors"][0]
-            message = f"{first['message']}: {first['details']}"
-        elif outcome.report.error is not None:
-            message = f"{outcome.report.error.message}: {outcome.report.error.details}"
-    elif outcome.error is not None:
-        message = f"{outcome.error.message}: {outcome.error.details}"
-    return [ExecutionStart(item.prompt_id),
-            ExecutionError(prompt_id=item.prompt_id, node_id=node_id, node_type=node_type, executed=[],
-                           exception_message=message, exception_type="ValidationError", traceback=[],
-                           current_inputs={}, current_outputs=[])]

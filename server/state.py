@@ -1,6 +1,6 @@
 """Typed keys of the objects an app shares between its routes (aiohttp `web.AppKey`s).
 
-`CONFIG`, `REGISTRY`, `PLUGINS`, `ENV` and `HUB` exist from the app factory on; `STORE`, `EXECUTOR` and `WORKER` are
+`CONFIG`, `REGISTRY`, `PLUGINS`, `ENV`, `HUB` and `USERDATA` exist from the app factory on; `STORE`, `EXECUTOR` and `WORKER` are
 created when the app starts (its `cleanup_ctx`) and are gone after it stops.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from nodes.plugins import Plugins
 from nodes.registry import Registry
 from server.config import ServerConfig
 from server.hub import Hub
+from server.userdata import UserData
 from server.worker import Worker
 
 CONFIG = web.AppKey("config", ServerConfig)
@@ -21,6 +22,7 @@ REGISTRY = web.AppKey("registry", Registry)
 PLUGINS = web.AppKey("plugins", Plugins)
 ENV = web.AppKey("env", Environment)
 HUB = web.AppKey("hub", Hub)
+USERDATA = web.AppKey("userdata", UserData)
 STORE = web.AppKey("store", QueueStore)
 EXECUTOR = web.AppKey("executor", Executor)
 WORKER = web.AppKey("worker", Worker)

@@ -25,6 +25,29 @@ class ExposureError(ValueError):
     """Settings that would expose the server without a token."""
 
 
+class FrontEndError(ValueError):
+    """A frontend build that cannot be served (missing folder, package not installed)."""
+
+
+def front_end_root(args) -> Path | None:
+    """The build `serve` puts at `/`: `--front-end-root DIR`, or `--front-end official` (the static folder of the
+    installed `comfyui-frontend-package`); None for our own editor."""
+    if getattr(args, "front_end_root", None):
+        root = Path(args.front_end_root).resolve()
+    elif getattr(args, "front_end", "latentloom") == "official":
+        try:
+            import comfyui_frontend_package
+        except ImportError:
+            raise FrontEndError("--front-end official needs the comfyui-frontend-package package: "
+                                "pip install 'latentloom[frontend]'") from None
+        root = Path(comfyui_frontend_package.__file__).resolve().parent / "static"
+    else:
+        return None
+    if not (root / "index.html").is_file():
+        raise FrontEndError(f"{root} holds no frontend build (no index.html)")
+    return root
+
+
 def is_loopback_host(host: str) -> bool:
     """True for `localhost` and loopback IP literals (brackets allowed around IPv6)."""
     host = host.strip().lower().strip("[]")
@@ -59,11 +82,13 @@ class ServerConfig:
     cache_bytes: int | None = None  # the executor's memory cache budget (None: the executor's default)
     disk_cache_bytes: int = 0  # --disk-cache GB: outputs also kept under <data>/cache/outputs (0: off)
     web_root: Path = REPO_ROOT / "web"
+    front_end_root: Path | None = None  # --front-end-root / --front-end official: this build at `/`, ours at /latentloom/
     wipe_temp: bool = True  # ComfyUI empties temp/ at start (previews written by PreviewImage)
     allow_pickle: bool = False  # loaders may unpickle .ckpt/.pt model files (--allow-pickle)
     plugins: bool = True  # load custom_nodes/ and installed entry-point plugins (--disable-plugins: none)
     cors_origin: str | None = None  # --enable-cors-header [ORIGIN]: CORS headers instead of the origin check
     compress: bool = False  # --enable-compress-response-body: gzip JSON and text responses
+    multi_user: bool = False  # --multi-user: user data per `Comfy-User` header instead of one `default` user
 
     @property
     def loopback_only(self) -> bool:
@@ -94,4 +119,6 @@ class ServerConfig:
             disk_cache_bytes=int(getattr(args, "disk_cache", 0.0) * 2**30),
             cors_origin=getattr(args, "enable_cors_header", None),
             compress=bool(getattr(args, "enable_compress_response_body", False)),
+            front_end_root=front_end_root(args),
+            multi_user=bool(getattr(args, "multi_user", False)),
         )

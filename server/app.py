@@ -32,6 +32,7 @@ from server import (comfy_server, routes_files, routes_frontend, routes_info, ro
 from server.api import Route, add_routes
 from server.config import ExposureError, FrontEndError, ServerConfig, listen_addresses
 from server.hub import Hub
+from server.log_buffer import keep_logs
 from server.openapi import add_openapi_routes
 from server.security import make_middlewares
 from server.state import CONFIG, ENV, EXECUTOR, HUB, PLUGINS, REGISTRY, STORE, USERDATA, WORKER
@@ -77,6 +78,7 @@ def create_app(config: ServerConfig | None = None, registry: Registry | None = N
     comfy_server.attach(app, app[HUB])  # routes packs put on PromptServer.instance.routes, before the editor's catch-all
     add_static_routes(app)
     app.cleanup_ctx.append(engine)
+    app.cleanup_ctx.append(keep_logs)
     app.on_shutdown.append(close_websockets)
     return app
 

@@ -12,6 +12,9 @@ workflows and the model library, with ComfyUI's shapes.
   `{id: {source, name, info: {node_pack}}}`; one of them with its `data` (the file's text).
 - `GET /experiment/models[/{folder}]`: the model folders and their files with size and times;
   `GET /internal/folder_paths` (not under /api, as in ComfyUI): `{folder: [absolute paths]}`.
+- `GET /internal/logs` (a JSON string of the recent log lines), `GET /internal/logs/raw` (`{entries: [{t, m}],
+  size: {cols, rows}}`) and `PATCH /internal/logs/subscribe` (accepted; log lines are not streamed over the
+  websocket) for the frontend's terminal panel; the records come from server.log_buffer.
 A plugin file that is not valid JSON is logged and skipped; it never fails the route.
 """
 from __future__ import annotations
@@ -19,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import logging
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,7 @@ from pydantic import BaseModel
 from nodes.paths import MODEL_FOLDERS, DataPaths, UnsafePathError
 from nodes.plugins import Plugins
 from server.api import PUBLIC, Route, json_response
-from server.state import ENV, PLUGINS
+from server.state import ENV, LOGS, PLUGINS
 
 log = logging.getLogger(__name__)
 LOCALE_SECTIONS = {"main.json": None, "nodeDefs.json": "nodeDefs", "commands.json": "commands",
@@ -189,6 +193,20 @@ async def experiment_models_folder(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(library_files, request.app[ENV].paths, kind))
 
 
+async def logs(request: web.Request) -> web.Response:
+    return json_response("".join(f"{e['t']} - {e['m']}" for e in list(request.app[LOGS].entries)))
+
+
+async def logs_raw(request: web.Request) -> web.Response:
+    size = shutil.get_terminal_size()
+    return json_response({"entries": list(request.app[LOGS].entries),
+                          "size": {"cols": size.columns, "rows": size.lines}})
+
+
+async def logs_subscribe(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
 ROUTES = [
     Route("GET", "/i18n", i18n, "Translations of the plugins' locales/ folders, merged per language", "frontend",
           responses={200: ("{lang: translations}", dict[str, Any])}),
@@ -206,6 +224,12 @@ ROUTES = [
           "models", responses={200: ("files", list[ModelFile]), 404: ("unknown folder", None)}),
     Route("GET", "/internal/folder_paths", folder_paths, "Model folders with their absolute paths", "models",
           responses={200: ("{folder: [paths]}", dict[str, list[str]])}, alias=False),
+    Route("GET", "/internal/logs", logs, "The recent log lines as one string", "system",
+          responses={200: ("log text", str)}, alias=False),
+    Route("GET", "/internal/logs/raw", logs_raw, "The recent log records and the terminal size", "system",
+          responses={200: ("{entries: [{t, m}], size: {cols, rows}}", dict[str, Any])}, alias=False),
+    Route("PATCH", "/internal/logs/subscribe", logs_subscribe, "Accepted; log lines are not streamed", "system",
+          responses={200: ("accepted", None)}, alias=False),
 ]
 
 

@@ -1,7 +1,7 @@
 """Typed keys of the objects an app shares between its routes (aiohttp `web.AppKey`s).
 
-`CONFIG`, `REGISTRY`, `PLUGINS`, `ENV`, `HUB` and `USERDATA` exist from the app factory on; `STORE`, `EXECUTOR` and `WORKER` are
-created when the app starts (its `cleanup_ctx`) and are gone after it stops.
+`CONFIG`, `REGISTRY`, `PLUGINS`, `ENV`, `HUB` and `USERDATA` exist from the app factory on; `STORE`, `EXECUTOR`,
+`WORKER` and `LOGS` are created when the app starts (its `cleanup_ctx`) and are gone after it stops.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from nodes.plugins import Plugins
 from nodes.registry import Registry
 from server.config import ServerConfig
 from server.hub import Hub
+from server.log_buffer import LogBuffer
 from server.userdata import UserData
 from server.worker import Worker
 
@@ -26,3 +27,4 @@ USERDATA = web.AppKey("userdata", UserData)
 STORE = web.AppKey("store", QueueStore)
 EXECUTOR = web.AppKey("executor", Executor)
 WORKER = web.AppKey("worker", Worker)
+LOGS = web.AppKey("logs", LogBuffer)

@@ -59,6 +59,16 @@ async def test_model_library(client, data_dir):
     assert (await client.get("/api/internal/folder_paths")).status == 404  # not aliased, as in ComfyUI
 
 
+async def test_internal_logs(client):
+    import logging
+
+    logging.getLogger("latentloom.test").warning("a line for the terminal panel")
+    assert "a line for the terminal panel" in await (await client.get("/internal/logs")).json()
+    raw = await (await client.get("/internal/logs/raw")).json()
+    assert raw["entries"][-1]["m"] == "a line for the terminal panel\n" and raw["size"]["cols"] > 0
+    assert (await client.patch("/internal/logs/subscribe", json={"clientId": "x", "enabled": True})).status == 200
+
+
 async def test_jobs_list_the_queue_and_history(client):
     pid = (await queue(client, chain(2.0), extra_data={"extra_pnginfo": {"workflow": {"id": "wf-1"}}}))["prompt_id"]
     await wait_history(client, pid)

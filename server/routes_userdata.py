@@ -4,8 +4,9 @@ uses them to keep settings and saved workflows on the server (storage in server.
 `{file}` is one URL-encoded path segment (`workflows%2Fa.json`); like ComfyUI, a name that still holds a `%` after
 routing is decoded once more. Query flags read as ComfyUI reads them: `recurse`, `full_info` and `split` are true
 only when `true`, `overwrite` is false only when `false`. Refusals use our error envelope: 400 bad input,
-403 a path outside the user's folder or an unknown `Comfy-User`, 404 missing, 409 the file exists (or a folder has
-the name). `POST /users` answers a duplicate name with ComfyUI's `{"error": "Duplicate username."}`.
+401 an unknown `Comfy-User` (ComfyUI's answer for settings; its frontend then forgets the user and asks again),
+403 a path outside the user's folder, 404 missing, 409 the file exists (or a folder has the name). `POST /users`
+answers a duplicate name with ComfyUI's `{"error": "Duplicate username."}`.
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def _store(request: web.Request) -> tuple[UserData, str]:
     try:
         return store, store.user_of(request.headers.get("Comfy-User"))
     except UnknownUserError as exc:
-        raise ApiError(403, "unknown_user", "Unknown user",
+        raise ApiError(401, "unknown_user", "Unknown user",
                        f"no user {exc.args[0]!r}: create one with POST /users and send its id as Comfy-User") from None
 
 
@@ -216,7 +217,7 @@ async def move_userdata(request: web.Request) -> web.Response:
     return await _saved(store, user, path, query.full_info)
 
 
-REFUSED = {400: ("bad input", None), 403: ("path outside the user folder, or unknown Comfy-User", None)}
+REFUSED = {400: ("bad input", None), 401: ("unknown Comfy-User", None), 403: ("path outside the user folder", None)}
 ROUTES = [
     Route("GET", "/users", get_users, "The user list (multi-user) or whether the user folder exists", "users",
           responses={200: ("users", UsersResponse)}),

@@ -3,8 +3,8 @@ saved workflows in `workflows/`, anything else a frontend stores), and the user 
 
 Rules:
 - Single-user by default: every request is user `default`. With `--multi-user` (ComfyUI's flag) the user is the
-  `Comfy-User` request header and must be one created through `POST /users`; an unknown user is refused (403)
-  instead of ComfyUI's 500.
+  `Comfy-User` request header and must be one created through `POST /users`; an unknown user is refused (401,
+  as ComfyUI's settings routes do; its file routes answer 500).
 - A path names a file below the user's folder; absolute paths, `..`, NUL and symlinks out of the folder are
   refused (`UnsafePathError`), so no request reaches another user's files or `users.json`.
 - Every write is atomic (a temporary file in the same folder, then a rename): a crash leaves the old file or the

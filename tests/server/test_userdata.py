@@ -93,7 +93,7 @@ async def test_multi_user(make_client, data_dir):
     assert (await client.get("/userdata/w.json", headers={"Comfy-User": bob})).status == 404
     assert (await client.get(f"/userdata/..%2F{alice}%2Fw.json", headers={"Comfy-User": bob})).status == 403
     stranger = await client.get("/settings", headers={"Comfy-User": "nobody"})
-    assert stranger.status == 403 and (await stranger.json())["error"]["type"] == "unknown_user"
+    assert stranger.status == 401 and (await stranger.json())["error"]["type"] == "unknown_user"
     assert (data_dir / "user" / alice / "w.json").read_bytes() == b"alice's"
 
 

@@ -3,7 +3,8 @@ release ComfyUI 0.3.64 pins (1.27.10, installed by `./dev.sh test` into `.fronte
 `test` extra). Each loads without an error caused by our answers, shows our nodes under ComfyUI's categories and
 names, opens ComfyUI's default SD1.5 graph from a UI-format file (made small: 64×64, 3 steps, on the tiny demo
 checkpoint), runs it from its Run command with step progress and the image in Save Image, and keeps its settings
-and a workflow saved from its Save dialog across a server restart, reopened from its workflows sidebar.
+and a workflow saved from its Save dialog across a server restart, reopened from its workflows sidebar. A graph
+with a subgraph (made by its Convert to Subgraph command) runs: the frontend flattens it when it queues.
 
 The frontend is driven through its own objects where clicking would be brittle: `app.handleFile` (what a file
 drop calls), `app.extensionManager.command.execute('Comfy.QueuePrompt')` (the Run button's command) and
@@ -185,3 +186,26 @@ def test_our_editor_stays_at_latentloom(official, comfy):
     comfy.goto(official.url + "latentloom/")
     wait_ready(comfy)  # its API calls and websocket reach /api from under /latentloom/
     assert comfy.evaluate("Object.keys(app.defs).includes('KSampler')")
+
+
+def test_a_graph_with_a_subgraph_runs(official, comfy):
+    """The newer frontend flattens subgraphs itself when it queues (ids like `10:5`); the prompt must run."""
+    if official.release == OLD:
+        pytest.skip(MISSING_LOADERS)
+    open_app(comfy, official.url)
+    open_file(comfy, small_graph_file())
+    comfy.evaluate("""() => {
+      app.canvas.selectItems([app.graph.getNodeById(5), app.graph.getNodeById(6), app.graph.getNodeById(7)]);
+      return app.extensionManager.command.execute('Comfy.Graph.ConvertToSubgraph');
+    }""")
+    comfy.wait_for_function("app.graph.nodes.length === 5 && app.graph.subgraphs.size === 1")
+    prompt = comfy.evaluate("async () => (await app.graphToPrompt()).output")
+    assert any(":" in node_id for node_id in prompt), prompt.keys()  # flattened: the subgraph's nodes, prefixed
+    result = comfy.evaluate("async () => await app.api.queuePrompt(0, await app.graphToPrompt())")
+    pid = result["prompt_id"]
+    deadline = time.monotonic() + 120
+    while not (entry := comfy.evaluate(f"fetch('/api/history/{pid}').then(r => r.json())").get(pid)):
+        assert time.monotonic() < deadline, "the prompt did not finish"
+        comfy.wait_for_timeout(500)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert entry["outputs"]["9"]["images"]

@@ -82,7 +82,7 @@ class ServerConfig:
     cache_bytes: int | None = None  # the executor's memory cache budget (None: the executor's default)
     disk_cache_bytes: int = 0  # --disk-cache GB: outputs also kept under <data>/cache/outputs (0: off)
     web_root: Path = REPO_ROOT / "web"
-    front_end_root: Path | None = None  # --front-end-root / --front-end official: this build at `/`, ours at /latentloom/
+    front_end_root: Path | None = None  # --front-end-root / --front-end official: this build at /, ours at /latentloom/
     wipe_temp: bool = True  # ComfyUI empties temp/ at start (previews written by PreviewImage)
     allow_pickle: bool = False  # loaders may unpickle .ckpt/.pt model files (--allow-pickle)
     plugins: bool = True  # load custom_nodes/ and installed entry-point plugins (--disable-plugins: none)

@@ -10,6 +10,8 @@ workflows and the model library, with ComfyUI's shapes.
   which we do not ship) is empty: `[]`, and `{}` for the logo index.
 - `GET /global_subgraphs[/{id}]`: subgraph blueprints of the plugins (`.json` files in a plugin's `subgraphs/`),
   `{id: {source, name, info: {node_pack}}}`; one of them with its `data` (the file's text).
+- `GET /view_metadata/{folder}?filename=x.safetensors`: the file's `__metadata__` (404 when it has none, as in
+  ComfyUI).
 - `GET /experiment/models[/{folder}]`: the model folders and their files with size and times;
   `GET /internal/folder_paths` (not under /api, as in ComfyUI): `{folder: [absolute paths]}`.
 - `GET /internal/logs` (a JSON string of the recent log lines), `GET /internal/logs/raw` (`{entries: [{t, m}],
@@ -29,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from nodes.paths import MODEL_FOLDERS, DataPaths, UnsafePathError
 from nodes.plugins import Plugins
-from server.api import PUBLIC, Route, json_response
+from server.api import PUBLIC, Route, json_response, read_query
 from server.state import ENV, LOGS, PLUGINS
 
 log = logging.getLogger(__name__)
@@ -182,6 +184,32 @@ def library_files(paths: DataPaths, kind: str) -> list[dict[str, Any]]:
     return files
 
 
+class MetadataQuery(BaseModel):
+    filename: str = Field(min_length=1, description="a .safetensors file of the folder")
+
+
+def safetensors_metadata(paths: DataPaths, kind: str, filename: str) -> dict[str, str] | None:
+    from nodes.sd.errors import CheckpointError
+    from nodes.sd.statedict import read_safetensors_header
+
+    try:
+        path = paths.resolve(paths.models(kind), filename)
+        metadata = read_safetensors_header(path)[1] if path.is_file() else {}
+    except (UnsafePathError, CheckpointError, OSError):
+        return None
+    return metadata or None
+
+
+async def view_metadata(request: web.Request) -> web.Response:
+    kind, filename = request.match_info["folder"], read_query(request, MetadataQuery).filename
+    if kind not in MODEL_FOLDERS or not filename.endswith(".safetensors"):
+        raise web.HTTPNotFound()
+    metadata = await asyncio.to_thread(safetensors_metadata, request.app[ENV].paths, kind, filename)
+    if metadata is None:
+        raise web.HTTPNotFound()
+    return json_response(metadata)
+
+
 async def experiment_models(request: web.Request) -> web.Response:
     return json_response(await asyncio.to_thread(library_folders, request.app[ENV].paths))
 
@@ -218,6 +246,9 @@ ROUTES = [
           "frontend", responses={200: ("{id: {source, name, info}}", dict[str, Any])}),
     Route("GET", "/global_subgraphs/{id}", global_subgraph, "One subgraph blueprint with its data", "frontend",
           responses={200: ("{source, name, info, data}", dict[str, Any]), 404: ("unknown id", None)}),
+    Route("GET", "/view_metadata/{folder}", view_metadata, "The __metadata__ of a .safetensors model file", "models",
+          query=MetadataQuery,
+          responses={200: ("metadata", dict[str, str]), 404: ("no such file or no metadata", None)}),
     Route("GET", "/experiment/models", experiment_models, "Model folders for the model library", "models",
           responses={200: ("folders", list[ModelFolder])}),
     Route("GET", "/experiment/models/{folder}", experiment_models_folder, "Model files of a folder, with details",

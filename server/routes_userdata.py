@@ -88,7 +88,8 @@ async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except FileNotFoundError as exc:
         raise ApiError(404, "not_found", "Not found", f"no file {exc.args[0]!r}") from None
     except FileExistsError as exc:
-        raise ApiError(409, "file_exists", "File already exists", f"{exc.args[0]!r} exists; pass overwrite=true") from None
+        raise ApiError(409, "file_exists", "File already exists",
+                       f"{exc.args[0]!r} exists; pass overwrite=true") from None
     except IsADirectoryError as exc:
         raise ApiError(409, "is_directory", "A folder has this name", f"{exc.args[0]!r} is a folder") from None
 

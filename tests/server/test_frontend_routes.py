@@ -54,6 +54,14 @@ async def test_model_library(client, data_dir):
     files = await (await client.get("/api/experiment/models/checkpoints")).json()
     assert [(f["name"], f["pathIndex"], f["size"]) for f in files] == [("a.safetensors", 0, 4)]
     assert (await client.get("/api/experiment/models/nope")).status == 404
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(data_dir / "models" / "loras" / "m.safetensors"), metadata={"ss_v": "1"})
+    assert await (await client.get("/api/view_metadata/loras?filename=m.safetensors")).json() == {"ss_v": "1"}
+    for bad in ("loras?filename=..%2F..%2Fm.safetensors", "loras?filename=a.safetensors", "loras?filename=m.ckpt",
+                "nope?filename=m.safetensors", "checkpoints?filename=a.safetensors"):
+        assert (await client.get(f"/api/view_metadata/{bad}")).status == 404, bad
     paths = await (await client.get("/internal/folder_paths")).json()
     assert paths["checkpoints"] == [str((data_dir / "models" / "checkpoints").resolve())]
     assert (await client.get("/api/internal/folder_paths")).status == 404  # not aliased, as in ComfyUI

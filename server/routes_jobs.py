@@ -8,6 +8,10 @@ history `success` → `completed`, an `execution_interrupted` message → `cance
 milliseconds: `create_time` is `extra_data.create_time` where the prompt carries one (ComfyUI records it when queueing;
 we do not yet), else the start of its run, else 0; start and end come from the `execution_*` messages kept with
 the history entry.
+
+`POST /jobs/{id}/cancel` and `POST /jobs/cancel` (`{job_ids}`), which the newest frontend sends from its queue
+panel: a pending job leaves the queue, a running one is interrupted; finished or unknown ids are left alone
+(404 for the single form).
 """
 from __future__ import annotations
 
@@ -17,8 +21,8 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from executor.queue import QueueItem
-from server.api import ApiError, Route, json_response, read_query
-from server.state import STORE
+from server.api import ApiError, Route, empty_ok, json_response, read_model, read_query
+from server.state import HUB, STORE, WORKER
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 PREVIEWABLE = ("images", "video", "audio")
@@ -140,9 +144,41 @@ async def get_job(request: web.Request) -> web.Response:
     raise ApiError(404, "not_found", "Job not found", f"no job {job_id!r}")
 
 
+class CancelJobs(BaseModel):
+    job_ids: list[str] = Field(description="ids of pending or running jobs")
+
+
+def cancel(app: web.Application, job_ids: list[str]) -> int:
+    """Drop the pending ones, interrupt the running one; how many were found."""
+    store = app[STORE]
+    removed = store.delete_pending(job_ids)
+    if removed:
+        app[HUB].status(store.remaining())
+    running = [i.prompt_id for i in store.running() if i.prompt_id in job_ids]
+    for prompt_id in running:
+        app[WORKER].interrupt(prompt_id)
+    return removed + len(running)
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job_id = request.match_info["job_id"]
+    if not cancel(request.app, [job_id]):
+        raise ApiError(404, "not_found", "Job not found", f"no pending or running job {job_id!r}")
+    return empty_ok()
+
+
+async def cancel_jobs(request: web.Request) -> web.Response:
+    cancel(request.app, (await read_model(request, CancelJobs)).job_ids)
+    return empty_ok()
+
+
 ROUTES = [
     Route("GET", "/jobs", list_jobs, "Queued, running and finished prompts as jobs", "queue", query=JobsQuery,
           responses={200: ("jobs", JobsResponse), 400: ("unknown status", None)}),
     Route("GET", "/jobs/{job_id}", get_job, "One job with its outputs and workflow", "queue",
           responses={200: ("job", Job), 404: ("unknown job", None)}),
+    Route("POST", "/jobs/{job_id}/cancel", cancel_job, "Cancel a pending or running job", "queue",
+          responses={200: ("cancelled", None), 404: ("no pending or running job of that id", None)}),
+    Route("POST", "/jobs/cancel", cancel_jobs, "Cancel pending or running jobs", "queue", body=CancelJobs,
+          responses={200: ("done", None), 400: ("bad body", None)}),
 ]

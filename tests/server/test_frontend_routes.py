@@ -7,7 +7,8 @@ import json
 from nodes.plugins import PluginInfo, Plugins
 from server.app import create_app
 from server.config import ServerConfig
-from tests.server.conftest import chain, queue, wait_history
+from tests.server import server_nodes
+from tests.server.conftest import chain, gated, queue, wait_for, wait_history
 
 
 def plugin_with_files(root):
@@ -90,6 +91,23 @@ async def test_jobs_list_the_queue_and_history(client):
     assert detail["workflow"]["prompt"]["1"]["class_type"] == "Constant" and "3" in detail["outputs"]
     assert (await client.get("/api/jobs/nope")).status == 404
     assert (await client.get("/api/jobs?status=bogus")).status == 400
+
+
+async def test_cancelling_jobs(client):
+    running = (await queue(client, gated()))["prompt_id"]
+    await wait_for(server_nodes.GATE_ENTERED.is_set)
+    pending = [(await queue(client, gated(str(i))))["prompt_id"] for i in range(2)]
+    listed = await (await client.get("/api/jobs?status=in_progress,pending")).json()
+    assert {j["id"]: j["status"] for j in listed["jobs"]} == {running: "in_progress", pending[0]: "pending",
+                                                               pending[1]: "pending"}
+    assert (await client.post(f"/api/jobs/{pending[0]}/cancel")).status == 200
+    assert (await client.post("/api/jobs/cancel", json={"job_ids": [running, pending[1], "unknown"]})).status == 200
+    entry = await wait_history(client, running)
+    assert entry["status"]["messages"][-1][0] == "execution_interrupted"
+    assert (await (await client.get(f"/api/jobs/{running}")).json())["status"] == "cancelled"
+    assert (await (await client.get("/queue")).json())["queue_pending"] == []
+    assert (await client.post(f"/api/jobs/{running}/cancel")).status == 404  # finished: nothing to cancel
+    assert (await client.post("/api/jobs/cancel", json={"job_ids": "x"})).status == 400
 
 
 async def test_another_frontend_at_root_and_ours_at_latentloom(make_client, tmp_path):

@@ -30,6 +30,16 @@ setup_spandrel() {
   fi
 }
 
+# ComfyUI's frontend as ComfyUI 0.3.64 pins it, for the browser tests (tests/web/test_official_frontend.py); the
+# newest release comes with the test extra. pip holds one version per environment, so this one goes to a folder.
+COMFYUI_064_FRONTEND=1.27.10
+setup_frontends() {
+  local target=".frontends/comfyui-frontend-package-$COMFYUI_064_FRONTEND"
+  if [ ! -f "$target/comfyui_frontend_package/static/index.html" ]; then
+    "$VENV/bin/pip" install --quiet --no-deps --target "$target" "comfyui-frontend-package==$COMFYUI_064_FRONTEND"
+  fi
+}
+
 setup_web() {
   if [ -x web/setup.sh ]; then
     web/setup.sh "$@"
@@ -48,6 +58,7 @@ case "$cmd" in
     setup_python test
     setup_spandrel
     setup_web --with-browser
+    setup_frontends
     export HF_HUB_OFFLINE=1
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ray-worker-data-dir", default=None, metavar="TEMPLATE",
                        help="each worker's data folder, '{worker}' replaced by its id (default: the head's for "
                             "'local', the worker's own default on a cluster)")
+    serve.add_argument("--multi-user", action="store_true",
+                       help="keep settings and user files per user, chosen by the Comfy-User header (ComfyUI's flag)")
+    serve.add_argument("--front-end", choices=("latentloom", "official"), default="latentloom",
+                       help="the page at /: our editor (default), or ComfyUI's frontend from the installed "
+                            "comfyui-frontend-package (pip install 'latentloom[frontend]'); ours stays at /latentloom/")
+    serve.add_argument("--front-end-root", default=None, metavar="DIR",
+                       help="serve the frontend build in DIR at / (ComfyUI's flag); ours stays at /latentloom/")
     serve.add_argument("--demo-if-empty", action="store_true",
                        help="write the tiny demo checkpoint when models/checkpoints has none")
     run = sub.add_parser("run", help="run a workflow headless and write its outputs")

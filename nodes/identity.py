@@ -26,7 +26,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import platform
 import threading
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nodes.api import Context, Environment
+from nodes.paths import atomic_write
 
 log = logging.getLogger(__name__)
 SERVICE_KEY = "identity.model_hashes"
@@ -128,9 +128,8 @@ class ModelHashes:
     def _save(self) -> None:
         """Write atomically (another process may read it at the same time)."""
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_file.with_name(f".{self.cache_file.name}.{os.getpid()}.{threading.get_ident()}")
-        tmp.write_text(json.dumps({"version": 1, "files": self._entries}, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.cache_file)
+        atomic_write(self.cache_file, json.dumps({"version": 1, "files": self._entries}, indent=1,
+                                                 sort_keys=True).encode("utf-8"))
 
 
 def hash_file(path: Path) -> str:

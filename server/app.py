@@ -4,10 +4,10 @@
 and the queue worker are created when the app starts (`cleanup_ctx`) and stopped when it stops; websockets are
 closed in `on_shutdown`, before the worker finishes or re-queues the running prompt. At start, prompts that were
 running when a previous process died are re-queued or failed (`interrupted_prompts`), and `temp/` is emptied as
-ComfyUI does. Routes are grouped by topic (routes_prompt, routes_files, routes_info, routes_ws) and each is also
-served under `/api`; the OpenAPI document and the docs page come from the same route table; routes that ComfyUI
-packs registered on `PromptServer.instance.routes` follow (server.comfy_server); the editor's files are registered
-last.
+ComfyUI does. Routes are grouped by topic (routes_prompt, routes_jobs, routes_files, routes_info, routes_userdata,
+routes_frontend, routes_ws) and each is also served under `/api`; the OpenAPI document and the docs page come from
+the same route table; routes that ComfyUI packs registered on `PromptServer.instance.routes` follow
+(server.comfy_server); the editor's files (or another frontend build, server.static) are registered last.
 """
 from __future__ import annotations
 
@@ -28,15 +28,18 @@ from nodes.api import Environment
 from nodes.paths import DataPaths
 from nodes.registry import Registry
 from nodes.plugins import Plugins
-from server import comfy_server, routes_files, routes_info, routes_models, routes_plugins, routes_prompt, routes_ws
+from server import (comfy_server, routes_files, routes_frontend, routes_info, routes_jobs, routes_models,
+                    routes_plugins, routes_prompt, routes_userdata, routes_ws)
 from server.api import Route, add_routes
-from server.config import ExposureError, ServerConfig, listen_addresses
+from server.config import ExposureError, FrontEndError, ServerConfig, listen_addresses
 from server.hub import Hub
+from server.log_buffer import keep_logs
 from server.openapi import add_openapi_routes
 from server.ray_dispatch import RayDispatcher, RaySetupError, start_workers
 from server.security import make_middlewares
-from server.state import CONFIG, ENV, EXECUTOR, HUB, PLUGINS, REGISTRY, STORE, WORKER
+from server.state import CONFIG, ENV, EXECUTOR, HUB, PLUGINS, REGISTRY, STORE, USERDATA, WORKER
 from server.static import add_static_routes
+from server.userdata import UserData
 from server.worker import Worker
 
 log = logging.getLogger("latentloom.server")
@@ -44,6 +47,7 @@ log = logging.getLogger("latentloom.server")
 
 def api_routes() -> list[Route]:
     return [*routes_prompt.ROUTES, *routes_files.ROUTES, *routes_info.ROUTES, *routes_plugins.ROUTES,
+            *routes_userdata.ROUTES, *routes_frontend.ROUTES, *routes_jobs.ROUTES,
             *routes_ws.ROUTES, *routes_models.ROUTES]
 
 
@@ -67,14 +71,17 @@ def create_app(config: ServerConfig | None = None, registry: Registry | None = N
     app[ENV] = Environment(DataPaths(config.data_dir), previews=config.preview,
                            allow_pickle=config.allow_pickle)
     app[HUB] = Hub(config.max_upload_size)
+    app[USERDATA] = UserData(app[ENV].paths.root / "user", multi_user=config.multi_user)
     routes = api_routes()
     add_routes(app, routes)
     add_openapi_routes(app, routes)
     routes_plugins.add_plugin_files(app)
+    routes_frontend.add_template_files(app)
     comfy_server.attach(app, app[HUB])  # routes packs put on PromptServer.instance.routes, before the editor's catch-all
     add_static_routes(app)
     app.cleanup_ctx.append(engine)
     app.cleanup_ctx.append(routes_models.pull_pool)
+    app.cleanup_ctx.append(keep_logs)
     app.on_shutdown.append(close_websockets)
     return app
 
@@ -131,11 +138,12 @@ def empty_folder(folder: Path) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """`main.py serve`: run until SIGINT/SIGTERM; 2 when the settings would expose the server, 1 on bind errors."""
-    config = ServerConfig.from_args(args)
+    """`main.py serve`: run until SIGINT/SIGTERM; 2 when the settings would expose the server or name no usable
+    frontend, 1 on bind errors."""
     try:
+        config = ServerConfig.from_args(args)
         config.check_exposure()
-    except ExposureError as exc:
+    except (ExposureError, FrontEndError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

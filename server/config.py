@@ -25,6 +25,29 @@ class ExposureError(ValueError):
     """Settings that would expose the server without a token."""
 
 
+class FrontEndError(ValueError):
+    """A frontend build that cannot be served (missing folder, package not installed)."""
+
+
+def front_end_root(args) -> Path | None:
+    """The build `serve` puts at `/`: `--front-end-root DIR`, or `--front-end official` (the static folder of the
+    installed `comfyui-frontend-package`); None for our own editor."""
+    if getattr(args, "front_end_root", None):
+        root = Path(args.front_end_root).resolve()
+    elif getattr(args, "front_end", "latentloom") == "official":
+        try:
+            import comfyui_frontend_package
+        except ImportError:
+            raise FrontEndError("--front-end official needs the comfyui-frontend-package package: "
+                                "pip install 'latentloom[frontend]'") from None
+        root = Path(comfyui_frontend_package.__file__).resolve().parent / "static"
+    else:
+        return None
+    if not (root / "index.html").is_file():
+        raise FrontEndError(f"{root} holds no frontend build (no index.html)")
+    return root
+
+
 def is_loopback_host(host: str) -> bool:
     """True for `localhost` and loopback IP literals (brackets allowed around IPv6)."""
     host = host.strip().lower().strip("[]")
@@ -59,6 +82,7 @@ class ServerConfig:
     cache_bytes: int | None = None  # the executor's memory cache budget (None: the executor's default)
     disk_cache_bytes: int = 0  # --disk-cache GB: outputs also kept under <data>/cache/outputs (0: off)
     web_root: Path = REPO_ROOT / "web"
+    front_end_root: Path | None = None  # --front-end-root / --front-end official: this build at /, ours at /latentloom/
     wipe_temp: bool = True  # ComfyUI empties temp/ at start (previews written by PreviewImage)
     allow_pickle: bool = False  # loaders may unpickle .ckpt/.pt model files (--allow-pickle)
     plugins: bool = True  # load custom_nodes/ and installed entry-point plugins (--disable-plugins: none)
@@ -68,6 +92,7 @@ class ServerConfig:
     ray_workers: int | None = None  # --ray-workers N (default: one per GPU of the cluster)
     ray_worker_data_dir: str | None = None  # --ray-worker-data-dir TEMPLATE, "{worker}" → w0, w1, …
     allow_model_pull: bool = False  # --allow-model-pull: POST /models/pull beyond loopback (with a token)
+    multi_user: bool = False  # --multi-user: user data per `Comfy-User` header instead of one `default` user
 
     @property
     def loopback_only(self) -> bool:
@@ -102,4 +127,6 @@ class ServerConfig:
             ray_workers=getattr(args, "ray_workers", None),
             ray_worker_data_dir=getattr(args, "ray_worker_data_dir", None),
             allow_model_pull=bool(getattr(args, "allow_model_pull", False)),
+            front_end_root=front_end_root(args),
+            multi_user=bool(getattr(args, "multi_user", False)),
         )

@@ -15,7 +15,6 @@ import io
 import json
 import mimetypes
 import os
-import tempfile
 import unicodedata
 from pathlib import Path
 from urllib.parse import quote
@@ -24,7 +23,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import FileField
 
-from nodes.paths import DataPaths, UnsafePathError
+from nodes.paths import DataPaths, UnsafePathError, atomic_write
 from server import schemas as s
 from server.api import ApiError, Route, json_response, read_query
 from server.state import ENV
@@ -167,14 +166,7 @@ def store_upload(paths: DataPaths, kind: str, subfolder: str, filename: str, dat
             path = target_path(paths, kind, subfolder, f"{stem} ({n}){ext}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path = target_path(paths, kind, subfolder, path.name)  # again: a folder created above may be a symlink now
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
     return path.name
 
 

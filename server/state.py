@@ -1,7 +1,7 @@
 """Typed keys of the objects an app shares between its routes (aiohttp `web.AppKey`s).
 
-`CONFIG`, `REGISTRY`, `PLUGINS`, `ENV` and `HUB` exist from the app factory on; `STORE`, `EXECUTOR` and `WORKER` are
-created when the app starts (its `cleanup_ctx`) and are gone after it stops.
+`CONFIG`, `REGISTRY`, `PLUGINS`, `ENV`, `HUB` and `USERDATA` exist from the app factory on; `STORE`, `EXECUTOR`,
+`WORKER` and `LOGS` are created when the app starts (its `cleanup_ctx`) and are gone after it stops.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from nodes.plugins import Plugins
 from nodes.registry import Registry
 from server.config import ServerConfig
 from server.hub import Hub
+from server.log_buffer import LogBuffer
+from server.userdata import UserData
 from server.worker import QueueWorker
 
 CONFIG = web.AppKey("config", ServerConfig)
@@ -21,6 +23,8 @@ REGISTRY = web.AppKey("registry", Registry)
 PLUGINS = web.AppKey("plugins", Plugins)
 ENV = web.AppKey("env", Environment)
 HUB = web.AppKey("hub", Hub)
+USERDATA = web.AppKey("userdata", UserData)
 STORE = web.AppKey("store", QueueStore)
 EXECUTOR = web.AppKey("executor", Executor)
 WORKER = web.AppKey("worker", QueueWorker)
+LOGS = web.AppKey("logs", LogBuffer)

@@ -1,10 +1,13 @@
-"""The editor's files: `web/` at `/`, and the graph library at `/lib/litegraph/`.
+"""The editor's files: `web/` at `/` (and always at `/latentloom/`), or another frontend build at `/`.
 
 - `GET /` is `web/index.html`, or a small placeholder page (from here, not from `web/`) until the editor exists.
 - `GET /lib/litegraph/<path>` serves `web/node_modules/@comfyorg/litegraph/dist/<path>` when npm installed it.
 - `GET /workflows/<name>` serves the repository's example workflows read-only (the editor opens
   `workflows/txt2img.json` on first use).
 - Any other `GET /<path>` is a file under `web/` (the route is registered last, so API routes win).
+- The same editor routes are served under `/latentloom/`. With `--front-end-root DIR` (ComfyUI's flag; or
+  `--front-end official`, the installed `comfyui-frontend-package`) that build owns `/` and its catch-all, and our
+  editor is reachable only at `/latentloom/`.
 Paths are resolved and must stay inside their folder (no `..`, no symlink out); `.js`, `.css` and `.html` are sent
 with `Cache-Control: no-cache` so an updated editor is picked up at once. These routes need no token: they hold
 no data, only the editor's code.
@@ -22,7 +25,8 @@ from server.config import REPO_ROOT
 from server.state import CONFIG
 
 LITEGRAPH_DIST = Path("node_modules") / "@comfyorg" / "litegraph" / "dist"
-LITEGRAPH_URL = "/lib/litegraph/"
+LITEGRAPH_URL = "lib/litegraph/"
+EDITOR_PREFIX = "/latentloom"
 WORKFLOWS = REPO_ROOT / "workflows"
 NO_CACHE = (".js", ".mjs", ".css", ".html", ".json", ".map")
 mimetypes.add_type("text/javascript", ".mjs")
@@ -85,9 +89,32 @@ async def web_file(request: web.Request) -> web.StreamResponse:
     return _send(root, request.match_info["path"])
 
 
+async def front_end_index(request: web.Request) -> web.StreamResponse:
+    return _send(request.app[CONFIG].front_end_root, "index.html")
+
+
+async def front_end_file(request: web.Request) -> web.StreamResponse:
+    return _send(request.app[CONFIG].front_end_root, request.match_info["path"])
+
+
+async def editor_redirect(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound(EDITOR_PREFIX + "/")  # the editor's URLs are relative to its folder
+
+
+def _add_editor_routes(app: web.Application, prefix: str) -> None:
+    name = PUBLIC + (prefix.strip("/") or "editor") + "."
+    app.router.add_get(prefix + "/", index, name=name + "index")
+    app.router.add_get(f"{prefix}/{LITEGRAPH_URL}{{path:.+}}", litegraph, name=name + "litegraph")
+    app.router.add_get(prefix + "/workflows/{path:.+}", workflow_file, name=name + "workflows")
+    app.router.add_get(prefix + "/{path:.+}", web_file, name=name + "web")
+
+
 def add_static_routes(app: web.Application) -> None:
     """Register after every API route: the catch-all must not shadow them."""
-    app.router.add_get("/", index, name=PUBLIC + "index")
-    app.router.add_get(LITEGRAPH_URL + "{path:.+}", litegraph, name=PUBLIC + "litegraph")
-    app.router.add_get("/workflows/{path:.+}", workflow_file, name=PUBLIC + "workflows")
-    app.router.add_get("/{path:.+}", web_file, name=PUBLIC + "web")
+    app.router.add_get(EDITOR_PREFIX, editor_redirect, name=PUBLIC + "latentloom")
+    _add_editor_routes(app, EDITOR_PREFIX)
+    if app[CONFIG].front_end_root is None:
+        _add_editor_routes(app, "")
+    else:
+        app.router.add_get("/", front_end_index, name=PUBLIC + "front_end.index")
+        app.router.add_get("/{path:.+}", front_end_file, name=PUBLIC + "front_end.web")

@@ -52,8 +52,10 @@ async def test_openapi_document_matches_the_routes(client):
     assert doc["openapi"].startswith("3.")
     for route in api_routes():
         openapi_path = route.path
-        for path in (openapi_path, "/api" + openapi_path):
+        for path in (openapi_path, *(["/api" + openapi_path] if route.alias else [])):
             assert route.method.lower() in doc["paths"][path], (route.method, path)
+    assert "/api/internal/folder_paths" not in doc["paths"]  # /internal is not aliased, as in ComfyUI
+    assert {"/userdata/{file}", "/api/settings/{id}", "/api/jobs", "/i18n"} <= doc["paths"].keys()
     prompt = doc["paths"]["/prompt"]["post"]
     assert prompt["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/PromptRequest"}

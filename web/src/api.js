@@ -23,9 +23,10 @@ export class ApiError extends Error {
 
 export class Api extends EventTarget {
   /**
-   * @param {string} base URL prefix of the API routes (default: `api` relative to the page)
+   * @param {string} base URL prefix of the API routes (default: `api` relative to the page, or `/api` when the
+   *   editor is served at `/latentloom/` because another frontend holds `/`)
    */
-  constructor(base = "api") {
+  constructor(base = location.pathname.startsWith("/latentloom/") ? "/api" : "api") {
     super();
     this.base = base.replace(/\/$/, "");
     this.clientId = sessionStorage.getItem("latentloom.clientId") || randomId();

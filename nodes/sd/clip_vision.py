@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from nodes.sd.checkpoint import _build, _fill
+from nodes.sd.checkpoint import build_empty, fill_weights
 from nodes.sd.devices import ModelManager, dtype_policy
 from nodes.sd.errors import CheckpointError
 from nodes.sd.statedict import open_state_dict
@@ -166,6 +166,6 @@ def load_clip_vision(path: Path, manager: ModelManager, *, allow_pickle: bool = 
         config = vision_config({k: tuple(v.shape) for k, v in tensors.items()})
     except KeyError as exc:
         raise CheckpointError(path, f"not a CLIP vision model ({exc.args[0]})") from None
-    model = _build(path, "CLIP vision model", lambda: CLIPVisionModelWithProjection(config))
-    model = _fill(model, tensors, path, "CLIP vision", dtype_policy(manager.device).text_encoder)
+    model = build_empty(path, "CLIP vision model", lambda: CLIPVisionModelWithProjection(config))
+    model = fill_weights(model, tensors, path, "CLIP vision", dtype_policy(manager.device).text_encoder)
     return ClipVision(model, manager, source)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nodes.sd.checkpoint import _build, _fill
+from nodes.sd.checkpoint import build_empty, fill_weights
 from nodes.sd.devices import ModelManager, dtype_policy
 from nodes.sd.errors import CheckpointError
 from nodes.sd.statedict import open_state_dict
@@ -103,6 +103,6 @@ def load_style_model(path: Path, manager: ModelManager, *, allow_pickle: bool = 
         raise CheckpointError(path, f"{kind}: a T2I-Adapter style model has style_embedding and proj")
     _, tokens, width = shapes["style_embedding"]
     layers = len({k.split(".")[1] for k in shapes if k.startswith("transformer_layes.")})
-    adapter = _build(path, "style model", lambda: StyleAdapter(width, shapes["proj"][1], layers, tokens))
-    adapter = _fill(adapter, state.tensors(), path, "style model", dtype_policy(manager.device).text_encoder)
+    adapter = build_empty(path, "style model", lambda: StyleAdapter(width, shapes["proj"][1], layers, tokens))
+    adapter = fill_weights(adapter, state.tensors(), path, "style model", dtype_policy(manager.device).text_encoder)
     return StyleModel(adapter, manager, source)

@@ -85,12 +85,12 @@ def make_registry(args: argparse.Namespace, env):
     return registry
 
 
-def load_report(args: argparse.Namespace, env, targets: list[str] | None = None):
-    """Read, prepare (UI format, models by hash, seeds), parse and validate: (report, prompt, extra_data)."""
-    from executor.prepare import prepare
-    from executor.seeds import FirstSubmission, SeedError, resolve_seeds
-    from executor.validate import validate
-    from executor.workflow import WorkflowError, load_json, parse_workflow
+def admit_file(args: argparse.Namespace, env, stream, targets: list[str] | None = None):
+    """Read and admit (executor.prepare.admit) the workflow file; None after printing why it is refused."""
+    from executor.errors import PromptError
+    from executor.prepare import admit
+    from executor.seeds import FirstSubmission
+    from executor.workflow import load_json
 
     try:
         text = args.workflow.read_bytes()
@@ -99,40 +99,29 @@ def load_report(args: argparse.Namespace, env, targets: list[str] | None = None)
         return None
     registry = make_registry(args, env)
     try:
-        prepared = prepare(load_json(text), registry, env)
-        prompt = resolve_seeds(prepared.prompt, registry, FirstSubmission())
-        workflow = parse_workflow(prompt)
-    except WorkflowError as exc:
-        print(f"error: {args.workflow}: {exc.message}: {exc.details}", file=sys.stderr)
+        admitted = admit(load_json(text), registry, env, seeds=FirstSubmission(), targets=targets)
+    except PromptError as exc:
+        print_errors(exc.body(), stream)
         return None
-    except SeedError as exc:
-        print(f"error: {args.workflow}: node {exc.node_id} ({exc.class_type}): {exc.message}: {exc.details}",
-              file=sys.stderr)
-        return None
-    for note in prepared.notes:
+    for note in admitted.notes:
         print(f"note: {note}", file=sys.stderr)
-    for note in prepared.models.notes:
-        print(f"{'error' if note in prepared.models.missing else 'note'}: {note.message()}", file=sys.stderr)
-    return validate(workflow, registry, env, targets), prompt, prepared.extra_data
+    return admitted
 
 
-def print_report(report, stream=sys.stderr) -> None:
-    if report.error is not None:
-        print(f"error: {report.error.message}", file=stream)
-        for line in filter(None, report.error.details.splitlines()):
-            print(f"  {line}", file=stream)
-    for nid, entry in report.node_errors().items():
-        for err in entry["errors"]:
-            print(f"node {nid} ({entry['class_type']}): {err['type']}: {err['message']}: {err['details']}",
-                  file=stream)
+def print_errors(body: dict[str, Any], stream) -> None:
+    """ComfyUI's `error` + `node_errors` envelope as text (executor.errors.format_errors)."""
+    from executor.errors import format_errors
+
+    for line in format_errors(body):
+        print(line, file=stream)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    loaded = load_report(args, make_environment(args))
-    if loaded is None:
+    admitted = admit_file(args, make_environment(args), sys.stdout)
+    if admitted is None:
         return 1
-    report = loaded[0]
-    print_report(report, sys.stdout)
+    report = admitted.report
+    print_errors(report.to_comfy(), sys.stdout)
     if report.clean:
         print(f"ok: outputs {', '.join(report.outputs)}")
     return 0 if report.clean else 1
@@ -143,18 +132,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from executor.run import DEFAULT_CACHE_BYTES, Executor
 
     env = make_environment(args)
-    loaded = load_report(args, env, args.target)
-    if loaded is None:
+    admitted = admit_file(args, env, sys.stderr, args.target)
+    if admitted is None:
         return 1
-    report, prompt, extra_data = loaded
-    print_report(report)
-    if not report.ok:
-        return 1
+    print_errors(admitted.report.to_comfy(), sys.stderr)
     executor = Executor(env, output_cache(DEFAULT_CACHE_BYTES, env.paths.root / DISK_CACHE,
                                           int(args.disk_cache * 2**30)))
     if sys.stderr.isatty():
         executor.subscribe(ProgressPrinter())
-    result = executor.execute(report, prompt_id=str(uuid.uuid4()), prompt=prompt, extra_data=extra_data)
+    result = executor.execute(admitted.report, prompt_id=str(uuid.uuid4()), prompt=admitted.prompt,
+                              extra_data=admitted.extra_data)
     for nid, ui in result.outputs.items():
         for image in ui.get("images", []):
             folder = getattr(env.paths, image.get("type", "output"))

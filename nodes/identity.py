@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from nodes.api import Context, Environment
+from nodes.api import Context, Environment, ServiceKey
 
 log = logging.getLogger(__name__)
-SERVICE_KEY = "identity.model_hashes"
+SERVICE_KEY: ServiceKey[ModelHashes] = ServiceKey("identity.model_hashes")
 CACHE_FILE = Path("cache") / "model-hashes.json"
 CHUNK = 1 << 20
 MODEL_INPUTS = {
@@ -115,10 +115,7 @@ def hash_file(path: Path) -> str:
 
 def model_hashes(env: Environment) -> ModelHashes:
     """The environment's one hash cache (created on first use)."""
-    hashes = env.services.get(SERVICE_KEY)
-    if hashes is None:
-        hashes = env.services[SERVICE_KEY] = ModelHashes(env.paths.root / CACHE_FILE)
-    return hashes
+    return env.services.get_or_create(SERVICE_KEY, lambda: ModelHashes(env.paths.root / CACHE_FILE))
 
 
 @dataclass(frozen=True)

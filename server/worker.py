@@ -5,8 +5,8 @@ Policy:
   and executes each prompt; the event loop only moves items between the store and the hub. The executor knows
   nothing of aiohttp: its events cross to the loop with `call_soon_threadsafe`, in emission order, and the run's
   result crosses the same way, so it arrives after all of the run's events.
-- A prompt is validated again when it starts (files or nodes may have changed since it was queued, or the
-  process restarted); a prompt that no longer validates fails with `execution_error` naming the first node.
+- A prompt is admitted again when it starts (`executor.prepare.admit`, seeds kept: files or nodes may have
+  changed since it was queued, or the process restarted); a prompt that is no longer admitted fails with `execution_error` naming the first node.
 - When a prompt ends: write its history entry, broadcast `status`, then send `executing {node: null}` to its
   client — so a client that sees the "done" signal finds the entry in `/history`.
 - Previews are JPEG-encoded on the executor thread (never on the loop), only when previews are on.
@@ -24,19 +24,18 @@ import logging
 import queue
 import sys
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable
 
-from executor.events import Event, ExecutionError, ExecutionStart
+from executor.events import Event, Executing, ExecutionError, ExecutionStart
 from executor.progress import ProgressStates
 from executor.queue import HistoryEntry, QueueItem, QueueStore
 from executor.run import Executor, RunResult
-from executor.validate import ValidationReport, validate
-from executor.workflow import WorkflowError, parse_workflow
+from executor.errors import PromptError
+from executor.prepare import admit
 from nodes.api import Environment
 from nodes.registry import Registry
 from nodes.sd.handles import unload_models
-from server.hub import Hub, Running, text
+from server.hub import Hub, Running
 
 log = logging.getLogger(__name__)
 INTERRUPT_WAIT = 30.0  # seconds an interrupted run may take to return during shutdown
@@ -82,14 +81,6 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
         future.set_result(result)
 
 
-@dataclass
-class Invalid:
-    """A queued prompt that no longer validates when its turn comes."""
-
-    report: ValidationReport | None
-    error: WorkflowError | None = None
-
-
 def encode_preview(image: Any, size: int) -> bytes | None:
     """A PIL image shrunk to fit size × size (bilinear), as JPEG quality 95 (ComfyUI's sampler previews)."""
     from PIL import Image
@@ -105,6 +96,12 @@ def encode_preview(image: Any, size: int) -> bytes | None:
 
 
 class Worker:
+    """Takes queued prompts from the store one at a time, admits them again and runs them (policy in the module doc).
+
+    `start()` begins serving, `wake()` says the store has new items, `interrupt()` and `request_free()` serve
+    `/interrupt` and `/free`, `stop(grace)` shuts down; all on the event loop.
+    """
+
     def __init__(self, *, store: QueueStore, registry: Registry, env: Environment, executor: Executor, hub: Hub,
                  preview: bool, preview_size: int) -> None:
         self.store, self.registry, self.env, self.executor, self.hub = store, registry, env, executor, hub
@@ -200,7 +197,7 @@ class Worker:
                 outcome = await self._run_future
             except Exception as exc:  # a bug below the executor: record it as the prompt's failure
                 log.exception("prompt %s crashed the executor", item.prompt_id)
-                outcome = Invalid(None, WorkflowError("execution_failed", "Execution failed", repr(exc)))
+                outcome = PromptError("execution_failed", "Execution failed", repr(exc))
         finally:
             self._run_future = None
             self.current = None
@@ -212,9 +209,9 @@ class Worker:
         self.store.finish(entry)
         self.hub.status(self.store.remaining())
         if item.client_id is not None:
-            self.hub.send(item.client_id, text("executing", {"node": None, "prompt_id": item.prompt_id}))
+            self.hub.publish(Executing(None, item.prompt_id), item.client_id)
 
-    def _history_entry(self, item: QueueItem, outcome: RunResult | Invalid) -> HistoryEntry:
+    def _history_entry(self, item: QueueItem, outcome: RunResult | PromptError) -> HistoryEntry:
         if isinstance(outcome, RunResult):
             return HistoryEntry(item, "success" if outcome.success else "error", outcome.outputs,
                                 list(outcome.messages))
@@ -223,16 +220,15 @@ class Worker:
             self.hub.publish(event, item.client_id)
         return HistoryEntry(item, "error", {}, [(e.type, e.data()) for e in events])
 
-    def _validate_and_execute(self, item: QueueItem) -> RunResult | Invalid:
-        """On the executor thread."""
+    def _validate_and_execute(self, item: QueueItem) -> RunResult | PromptError:
+        """On the executor thread. The stored prompt is admitted again, its seeds kept as they are."""
         try:
-            report = validate(parse_workflow(item.prompt), self.registry, self.env, item.outputs or None)
-        except WorkflowError as exc:
-            return Invalid(None, exc)
-        if not report.ok:
-            return Invalid(report)
-        return self.executor.execute(report, prompt_id=item.prompt_id, extra_data=item.extra_data,
-                                     prompt=item.prompt)
+            admitted = admit(item.prompt, self.registry, self.env, extra_data=item.extra_data,
+                             targets=item.outputs or None)
+        except PromptError as exc:
+            return exc
+        return self.executor.execute(admitted.report, prompt_id=item.prompt_id, extra_data=admitted.extra_data,
+                                     prompt=admitted.prompt)
 
     def _on_event(self, event: Event) -> None:
         """Executor subscriber, on the executor thread."""
@@ -269,20 +265,13 @@ class Worker:
             torch.cuda.empty_cache()
 
 
-def invalid_events(item: QueueItem, outcome: Invalid) -> list[Event]:
-    """`execution_start` + `execution_error` for a prompt that failed validation when its turn came."""
-    node_id, node_type, message = None, None, ""
-    if outcome.report is not None:
-        failing = outcome.report.node_errors()
-        if failing:
-            node_id = next(iter(failing))
-            node_type = failing[node_id]["class_type"]
-            first = failing[node_id]["errors"][0]
-            message = f"{first['message']}: {first['details']}"
-        elif outcome.report.error is not None:
-            message = f"{outcome.report.error.message}: {outcome.report.error.details}"
-    elif outcome.error is not None:
-        message = f"{outcome.error.message}: {outcome.error.details}"
+def invalid_events(item: QueueItem, refusal: PromptError) -> list[Event]:
+    """`execution_start` + `execution_error` for a prompt that failed admission when its turn came."""
+    node_id, node_type, message = None, None, f"{refusal.message}: {refusal.details}"
+    if refusal.node_errors:
+        node_id, entry = next(iter(refusal.node_errors.items()))
+        node_type, first = entry["class_type"], entry["errors"][0]
+        message = f"{first['message']}: {first['details']}"
     return [ExecutionStart(item.prompt_id),
             ExecutionError(prompt_id=item.prompt_id, node_id=node_id, node_type=node_type, executed=[],
                            exception_message=message, exception_type="ValidationError", traceback=[],

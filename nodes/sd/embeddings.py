@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from nodes.api import Environment
+from nodes.api import Environment, ServiceKey
 from nodes.paths import MODEL_EXTENSIONS, DataPaths
 from nodes.sd.errors import CheckpointError
 from nodes.sd.prompt_weights import EMBEDDING_PREFIX, parse_prompt_weights, split_embedding_words
@@ -53,7 +53,7 @@ SUFFIXES = _COMFY_SUFFIXES + tuple(s for s in MODEL_EXTENSIONS if s not in _COMF
 #: The key of each text encoder's tensor in multi-encoder (SDXL) embedding files.
 ENCODER_FILE_KEYS = {"l": "clip_l", "h": "clip_h", "g": "clip_g"}
 SINGLE_KEY = "emb_params"
-CACHE_KEY = "sd.embeddings"
+CACHE_KEY: ServiceKey[_FileCache] = ServiceKey("sd.embeddings")
 
 
 @dataclass(frozen=True)
@@ -210,9 +210,7 @@ class EncoderEmbeddings:
 
 def embedding_library(env: Environment) -> EmbeddingLibrary:
     """The embeddings of `env`'s data folder, sharing one cache of read files per environment."""
-    cache = env.services.get(CACHE_KEY)
-    if cache is None:
-        cache = env.services[CACHE_KEY] = _FileCache()
+    cache = env.services.get_or_create(CACHE_KEY, _FileCache)
     return EmbeddingLibrary(env.paths, allow_pickle=env.allow_pickle, cache=cache)
 
 

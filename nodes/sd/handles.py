@@ -17,22 +17,19 @@ from dataclasses import dataclass, field, replace
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from nodes.api import Environment
+from nodes.api import Environment, ServiceKey
 from nodes.sd import vae as vae_ops
 from nodes.sd.devices import ModelManager, PatchedManager
 from nodes.sd.embeddings import EmbeddingLibrary
 from nodes.sd.families import ModelFamily
 from nodes.sd.text_encoder import TextEncoder, TextEncoding
 
-MANAGER_KEY = "models"
+MANAGER_KEY: ServiceKey[ModelManager] = ServiceKey("models")
 
 
 def model_manager(env: Environment) -> ModelManager:
     """The environment's one model manager (created on first use)."""
-    manager = env.services.get(MANAGER_KEY)
-    if manager is None:
-        manager = env.services[MANAGER_KEY] = ModelManager()
-    return manager
+    return env.services.get_or_create(MANAGER_KEY, ModelManager)
 
 
 def unload_models(env: Environment) -> None:

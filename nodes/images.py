@@ -7,10 +7,11 @@ latent gives the same bytes in both engines. PNG text chunks use `json.dumps` de
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -88,3 +89,20 @@ def output_names(folder: Path, prefix: str, width: int, height: int) -> tuple[Pa
     pattern = re.compile(re.escape(base).replace(re.escape("%batch_num%"), r"\d+") + r"_(\d{5,})_")
     taken = [int(m.group(1)) for p in directory.iterdir() if (m := pattern.match(p.name))]
     return directory, base, max(taken, default=0) + 1
+
+
+def claim_file(directory: Path, name_for: Callable[[int], str], counter: int) -> tuple[str, int]:
+    """Create the file `name_for(counter)` in `directory`, or the first free name after it: (name, counter).
+
+    The file is created empty and exclusively (O_EXCL): two writers sharing an output folder (threads, or two
+    servers on one data folder) never get the same name, so no saved file is ever overwritten. The caller then
+    writes the claimed file.
+    """
+    while True:
+        name = name_for(counter)
+        try:
+            os.close(os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            counter += 1
+            continue
+        return name, counter

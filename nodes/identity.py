@@ -48,8 +48,20 @@ MODEL_INPUTS = {
 TEXT_INPUTS = ("text", "text_g", "text_l")
 
 
+def file_state(path: Path) -> list[int]:
+    """What tells that a file may have changed without reading it: size, mtime in nanoseconds and inode (a file
+    swapped in with the same size and a preserved mtime is another inode)."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
+def folder_files(path: Path) -> list[Path]:
+    """The files of a model folder (a diffusers model), hidden ones aside, in a stable order."""
+    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
 class ModelHashes:
-    """sha256 of files and diffusers folders, remembered by (path, size, mtime) in a JSON file."""
+    """sha256 of files and diffusers folders, remembered by (path, size, mtime_ns, inode) in a JSON file."""
 
     def __init__(self, cache_file: Path) -> None:
         self.cache_file = cache_file
@@ -59,21 +71,21 @@ class ModelHashes:
     def sha256(self, path: Path) -> str:
         path = Path(path).resolve()
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files = folder_files(path)
             lines = "".join(f"{p.relative_to(path).as_posix()} {self._file(p)}\n" for p in files)
             return hashlib.sha256(lines.encode()).hexdigest()
         return self._file(path)
 
     def _file(self, path: Path) -> str:
-        stat = path.stat()
+        state = file_state(path)
         key = str(path)
         with self._lock:
             entry = self._load().get(key)
-            if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+            if entry and entry.get("state") == state:
                 return entry["sha256"]
         digest = hash_file(path)
         with self._lock:
-            self._load()[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+            self._load()[key] = {"state": state, "sha256": digest}
             self._save()
         return digest
 

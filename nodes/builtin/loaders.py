@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Any, NamedTuple
 
 from nodes.api import Context, Environment, Input, Node, node
+from nodes.identity import file_state, folder_files
 from nodes.sd.checkpoint import load_model, load_vae_file
 from nodes.sd.handles import ClipHandle, ModelHandle, VaeHandle, model_manager
 from nodes.sd.lora import apply_lora
@@ -24,10 +25,12 @@ def _loras(env: Environment) -> list[str]:
 
 
 def file_fingerprint(env: Environment, kind: str, name: str) -> list[Any]:
-    """Size and modification time: a replaced model file is noticed without hashing gigabytes."""
+    """Size, mtime and inode of the file, or of every file of a diffusers folder (its weights included): a
+    replaced model file is noticed without hashing gigabytes."""
     path = env.paths.resolve(env.paths.models(kind), name)
-    stat = (path / "model_index.json").stat() if path.is_dir() else path.stat()
-    return [name, stat.st_size, stat.st_mtime_ns]
+    if path.is_dir():
+        return [name, [[p.relative_to(path).as_posix(), *file_state(p)] for p in folder_files(path)]]
+    return [name, *file_state(path)]
 
 
 class CheckpointOutputs(NamedTuple):

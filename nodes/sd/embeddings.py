@@ -39,6 +39,7 @@ import torch
 from safetensors.torch import load_file
 
 from nodes.api import Environment, ServiceKey
+from nodes.identity import file_state
 from nodes.paths import MODEL_EXTENSIONS, DataPaths
 from nodes.sd.errors import CheckpointError
 from nodes.sd.prompt_weights import EMBEDDING_PREFIX, parse_prompt_weights, split_embedding_words
@@ -70,11 +71,10 @@ class _FileCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[Path, tuple[tuple[int, int], dict[str, torch.Tensor]]] = {}
+        self._entries: dict[Path, tuple[list[int], dict[str, torch.Tensor]]] = {}
 
     def get(self, path: Path, read) -> dict[str, torch.Tensor]:
-        stat = path.stat()
-        stamp = (stat.st_size, stat.st_mtime_ns)
+        stamp = file_state(path)
         with self._lock:
             entry = self._entries.get(path)
         if entry is not None and entry[0] == stamp:
@@ -177,10 +177,9 @@ class EmbeddingLibrary:
         if path is None:
             return [name, None]
         try:
-            stat = path.stat()
+            return [self.name_of(path), *file_state(path)]
         except OSError:
             return [name, None]
-        return [self.name_of(path), stat.st_size, stat.st_mtime_ns]
 
     def name_of(self, path: Path) -> str:
         """The path of a file of the folder relative to it (posix), as `GET /models/embeddings` lists it."""

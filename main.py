@@ -20,18 +20,31 @@ from typing import Any
 from nodes.paths import DATA_DIR_ENV
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="latentloom", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None, help=f"data folder (default: ${DATA_DIR_ENV} or ./data)")
-    parser.add_argument("--disable-plugins", action="store_true",
+def global_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    """The options every command takes, before or after the command's name (`default`: argparse.SUPPRESS after
+    it, so that a value given before the command is not reset)."""
+    def pick(value: Any) -> Any:
+        return value if default is None else default
+
+    parser.add_argument("--data-dir", default=pick(None), help=f"data folder (default: ${DATA_DIR_ENV} or ./data)")
+    parser.add_argument("--extra-model-paths", type=Path, default=pick(None), metavar="FILE",
+                        help="more model folders from a ComfyUI extra_model_paths.yaml")
+    parser.add_argument("--disable-plugins", action="store_true", default=pick(False),
                         help="load no plugins (custom_nodes/ and installed latentloom.nodes entry points)")
-    parser.add_argument("--disk-cache", type=float, default=0.0, metavar="GB",
+    parser.add_argument("--disk-cache", type=float, default=pick(0.0), metavar="GB",
                         help="also keep serialisable node outputs on disk, up to GB, so they survive restarts "
                              "(default 0: memory only)")
-    parser.add_argument("--allow-pickle", action="store_true",
+    parser.add_argument("--allow-pickle", action="store_true", default=pick(False),
                         help="let loaders read pickle model files (.ckpt, .pt): only for files you trust")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentloom", description=__doc__.splitlines()[0])
+    global_options(parser)
+    after = argparse.ArgumentParser(add_help=False)
+    global_options(after, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="start the HTTP/websocket server and the editor")
+    serve = sub.add_parser("serve", parents=[after], help="start the HTTP/websocket server and the editor")
     serve.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8188)
     serve.add_argument("--preview", action="store_true", help="send live previews while sampling")
@@ -48,29 +61,38 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gzip JSON and text responses for clients that accept it")
     serve.add_argument("--demo-if-empty", action="store_true",
                        help="write the tiny demo checkpoint when models/checkpoints has none")
-    run = sub.add_parser("run", help="run a workflow headless and write its outputs")
+    run = sub.add_parser("run", parents=[after], help="run a workflow headless and write its outputs")
     run.add_argument("workflow", type=Path)
     run.add_argument("--target", action="append", help="only run these output node ids")
-    validate = sub.add_parser("validate", help="validate a workflow and print the report")
+    validate = sub.add_parser("validate", parents=[after], help="validate a workflow and print the report")
     validate.add_argument("workflow", type=Path)
-    sub.add_parser("nodes", help="list node types with their inputs and outputs")
-    reproduce = sub.add_parser("reproduce", help="re-run the workflow embedded in an image and compare pixels")
+    sub.add_parser("nodes", parents=[after], help="list node types with their inputs and outputs")
+    reproduce = sub.add_parser("reproduce", parents=[after],
+                               help="re-run the workflow embedded in an image and compare pixels")
     reproduce.add_argument("image", type=Path)
     reproduce.add_argument("--save", type=Path, default=None, help="also write the reproduced PNG here")
-    sub.add_parser("demo-checkpoint", help="write the tiny random-weight demo checkpoint (produces noise)")
+    sub.add_parser("demo-checkpoint", parents=[after],
+                   help="write the tiny random-weight demo checkpoint (produces noise)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nodes.model_paths import ModelPathsError
+
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except ModelPathsError as exc:
+        print(f"error: --extra-model-paths: {exc}", file=sys.stderr)
+        return 1
 
 
 def make_environment(args: argparse.Namespace):
     from nodes.api import Environment
     from nodes.paths import DataPaths
+    from server.config import extra_models
 
-    return Environment(DataPaths(args.data_dir), allow_pickle=args.allow_pickle)
+    return Environment(DataPaths(args.data_dir, extra_models(args.extra_model_paths)), allow_pickle=args.allow_pickle)
 
 
 def make_registry(args: argparse.Namespace, env):

@@ -89,12 +89,12 @@ class ModelHashes:
             self._save()
         return digest
 
-    def find(self, folder: Path, names: list[str], sha256: str) -> str | None:
-        """The first of `names` (relative to `folder`) whose content has this hash."""
+    def find(self, files: Mapping[str, Path], sha256: str) -> str | None:
+        """The first name of `files` (name → path) whose content has this hash."""
         wanted = sha256.lower()
-        for name in names:
+        for name, path in files.items():
             try:
-                if self.sha256(folder / name) == wanted:
+                if self.sha256(path) == wanted:
                     return name
             except OSError:
                 continue
@@ -198,7 +198,7 @@ def run_record(ctx: Context) -> dict[str, Any]:
     models = []
     for use in model_uses(ctx.prompt, [ctx.node_id]) + embedding_uses(ctx.prompt, [ctx.node_id], ctx.env):
         try:
-            digest = hashes.sha256(ctx.env.paths.resolve(ctx.env.paths.models(use.kind), use.name))
+            digest = hashes.sha256(ctx.env.paths.model_path(use.kind, use.name))
         except (OSError, ValueError, KeyError) as exc:  # recorded as unknown rather than failing the save
             log.warning("cannot hash model %s/%s: %s", use.kind, use.name, exc)
             digest = None
@@ -295,14 +295,14 @@ def resolve_models(prompt: Mapping[str, Any], env: Environment,
         if sha is None:
             continue
         try:
-            folder = env.paths.models(use.kind)
-            path = env.paths.resolve(folder, use.name)
+            path = env.paths.model_path(use.kind, use.name)
         except (KeyError, ValueError):
             continue
         exists = path.exists()
         if exists and hashes.sha256(path) == sha:
             continue
-        found = hashes.find(folder, [n for n in env.paths.model_files(use.kind) if n != use.name], sha)
+        others = {n: env.paths.model_path(use.kind, n) for n in env.paths.model_files(use.kind) if n != use.name}
+        found = hashes.find(others, sha)
         note = ModelNote(use, sha, found, exists)
         resolved.notes.append(note)
         log.warning("%s", note.message())

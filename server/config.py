@@ -9,13 +9,17 @@ waives it explicitly with `--no-auth`. A configured token is required on every b
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from executor.queue import HISTORY_MAX
+from nodes.model_paths import read_extra_model_paths
+from nodes.paths import DataPaths, ExtraFolder
 
+log = logging.getLogger(__name__)
 AUTH_TOKEN_ENV = "LATENTLOOM_AUTH_TOKEN"
 DEFAULT_MAX_UPLOAD = 100 * 1024 * 1024  # ComfyUI's --max-upload-size default (100 MB)
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +68,10 @@ class ServerConfig:
     plugins: bool = True  # load custom_nodes/ and installed entry-point plugins (--disable-plugins: none)
     cors_origin: str | None = None  # --enable-cors-header [ORIGIN]: CORS headers instead of the origin check
     compress: bool = False  # --enable-compress-response-body: gzip JSON and text responses
+    extra_models: dict[str, list[ExtraFolder]] = field(default_factory=dict)  # --extra-model-paths FILE
+
+    def data_paths(self) -> DataPaths:
+        return DataPaths(self.data_dir, self.extra_models)
 
     @property
     def loopback_only(self) -> bool:
@@ -94,4 +102,15 @@ class ServerConfig:
             disk_cache_bytes=int(getattr(args, "disk_cache", 0.0) * 2**30),
             cors_origin=getattr(args, "enable_cors_header", None),
             compress=bool(getattr(args, "enable_compress_response_body", False)),
+            extra_models=extra_models(getattr(args, "extra_model_paths", None)),
         )
+
+
+def extra_models(file: Path | None) -> dict[str, list[ExtraFolder]]:
+    """The folders an `extra_model_paths.yaml` adds (none without one); raises `ModelPathsError`."""
+    if file is None:
+        return {}
+    extra = read_extra_model_paths(Path(file))
+    for note in extra.notes:
+        log.warning("%s: %s", file, note)
+    return extra.folders

@@ -27,7 +27,7 @@ def _loras(env: Environment) -> list[str]:
 def file_fingerprint(env: Environment, kind: str, name: str) -> list[Any]:
     """Size, mtime and inode of the file, or of every file of a diffusers folder (its weights included): a
     replaced model file is noticed without hashing gigabytes."""
-    path = env.paths.resolve(env.paths.models(kind), name)
+    path = env.paths.model_path(kind, name)
     if path.is_dir():
         return [name, [[p.relative_to(path).as_posix(), *file_state(p)] for p in folder_files(path)]]
     return [name, *file_state(path)]
@@ -46,7 +46,7 @@ class CheckpointLoaderSimple(Node):
     ckpt_name: Annotated[str, Choices(_checkpoints)] = Input(tooltip="the checkpoint file to load")
 
     def run(self, ctx: Context) -> CheckpointOutputs:
-        path = ctx.env.paths.resolve(ctx.env.paths.models("checkpoints"), self.ckpt_name)
+        path = ctx.env.paths.model_path("checkpoints", self.ckpt_name)
         loaded = load_model(path, allow_pickle=ctx.env.allow_pickle)
         manager = model_manager(ctx.env)
         clip = ClipHandle(TextEncoder(loaded.family, loaded.text_encoders), manager,
@@ -66,7 +66,7 @@ class VAELoader(Node):
     vae_name: Annotated[str, Choices(_vaes)] = Input()
 
     def run(self, ctx: Context) -> Vae:
-        path = ctx.env.paths.resolve(ctx.env.paths.models("vae"), self.vae_name)
+        path = ctx.env.paths.model_path("vae", self.vae_name)
         return VaeHandle(load_vae_file(path, allow_pickle=ctx.env.allow_pickle), model_manager(ctx.env),
                          self.vae_name)
 
@@ -98,7 +98,7 @@ class LoraLoader(Node):
     strength_clip: float = _strength("CLIP model")
 
     def run(self, ctx: Context) -> LoraOutputs:
-        path = ctx.env.paths.resolve(ctx.env.paths.models("loras"), self.lora_name)
+        path = ctx.env.paths.model_path("loras", self.lora_name)
         model, clip = apply_lora(path, self.model, self.clip, strength_model=self.strength_model,
                                  strength_clip=self.strength_clip, allow_pickle=ctx.env.allow_pickle)
         return LoraOutputs(model, clip)
@@ -117,7 +117,7 @@ class LoraLoaderModelOnly(Node):
     strength_model: float = _strength("diffusion model")
 
     def run(self, ctx: Context) -> Model:
-        path = ctx.env.paths.resolve(ctx.env.paths.models("loras"), self.lora_name)
+        path = ctx.env.paths.model_path("loras", self.lora_name)
         model, _ = apply_lora(path, self.model, None, strength_model=self.strength_model,
                               allow_pickle=ctx.env.allow_pickle)
         return model

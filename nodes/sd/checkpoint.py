@@ -207,7 +207,7 @@ def load_diffusers_folder(
     index = _read_json(path / "model_index.json", path, "not a diffusers folder (no readable model_index.json)")
     dtypes = DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
     unet = _from_pretrained(UNet2DConditionModel, path, "unet", dtypes.unet, allow_pickle)
-    name = _folder_family(unet.config, path)
+    name = folder_family(unet.config, path)
     roles = {"sd1": {"text_encoder": "l"}, "sd2": {"text_encoder": "h"}}.get(
         name, {"text_encoder": "l", "text_encoder_2": "g"}
     )
@@ -264,7 +264,7 @@ def _from_pretrained(cls, root: Path, sub: str, dtype: torch.dtype, allow_pickle
     return model.eval()
 
 
-def _folder_family(config, path: Path) -> str:
+def folder_family(config, path: Path) -> str:
     if config.get("addition_embed_type") == "text_time":
         if config.get("projection_class_embeddings_input_dim") == 2560:
             raise CheckpointError(path, "unknown architecture (SDXL refiner checkpoints are not supported)")

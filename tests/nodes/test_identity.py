@@ -165,3 +165,29 @@ def test_same_name_with_other_bytes_prefers_the_recorded_hash(env):
     (folder / "backup.safetensors").unlink()
     resolution = resolve_models(wf, env)
     assert resolution.prompt == wf and "running with it anyway" in resolution.messages()[0]
+
+
+def test_a_swapped_diffusers_weight_file_reruns_the_loader_after_a_restart_with_disk_cache(env, tmp_path):
+    from executor.disk_cache import output_cache
+    from nodes.sd.tiny import write_diffusers_folder
+
+    pipe = write_diffusers_folder("sd1", env.paths.models("checkpoints") / "pipe", seed=0)
+    other = write_diffusers_folder("sd1", tmp_path / "other", seed=1)
+    wf = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "pipe"}},
+          "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
+          "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+    registry = builtin_registry()
+
+    def run():  # a fresh process each time: empty memory, the same disk cache folder
+        executor = Executor(Environment(env.paths), output_cache(10**8, tmp_path / "outputs", 10**8))
+        report = validate(parse_workflow(wf), registry, executor.env)
+        assert report.clean, report.to_comfy()
+        return executor.execute(report, prompt_id="p")
+
+    first = run()
+    assert first.success and set(first.cached) == set()
+    assert set(run().cached) >= {"2"}  # the conditioning came from disk
+    weights = next((other / "text_encoder").glob("*.safetensors"))
+    os.replace(weights, pipe / "text_encoder" / weights.name)  # model_index.json and the names unchanged
+    third = run()
+    assert third.success and "2" not in third.cached  # new weights: the loader and the encoder ran again

@@ -22,18 +22,31 @@ from typing import Any
 from nodes.paths import DATA_DIR_ENV
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="latentloom", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None, help=f"data folder (default: ${DATA_DIR_ENV} or ./data)")
-    parser.add_argument("--disable-plugins", action="store_true",
+def global_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    """The options every command takes, before or after the command's name (`default`: argparse.SUPPRESS after
+    it, so that a value given before the command is not reset)."""
+    def pick(value: Any) -> Any:
+        return value if default is None else default
+
+    parser.add_argument("--data-dir", default=pick(None), help=f"data folder (default: ${DATA_DIR_ENV} or ./data)")
+    parser.add_argument("--extra-model-paths", type=Path, default=pick(None), metavar="FILE",
+                        help="more model folders from a ComfyUI extra_model_paths.yaml")
+    parser.add_argument("--disable-plugins", action="store_true", default=pick(False),
                         help="load no plugins (custom_nodes/ and installed latentloom.nodes entry points)")
-    parser.add_argument("--disk-cache", type=float, default=0.0, metavar="GB",
+    parser.add_argument("--disk-cache", type=float, default=pick(0.0), metavar="GB",
                         help="also keep serialisable node outputs on disk, up to GB, so they survive restarts "
                              "(default 0: memory only)")
-    parser.add_argument("--allow-pickle", action="store_true",
+    parser.add_argument("--allow-pickle", action="store_true", default=pick(False),
                         help="let loaders read pickle model files (.ckpt, .pt): only for files you trust")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentloom", description=__doc__.splitlines()[0])
+    global_options(parser)
+    after = argparse.ArgumentParser(add_help=False)
+    global_options(after, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="start the HTTP/websocket server and the editor")
+    serve = sub.add_parser("serve", parents=[after], help="start the HTTP/websocket server and the editor")
     serve.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8188)
     serve.add_argument("--preview", action="store_true", help="send live previews while sampling")
@@ -67,31 +80,40 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve the frontend build in DIR at / (ComfyUI's flag); ours stays at /latentloom/")
     serve.add_argument("--demo-if-empty", action="store_true",
                        help="write the tiny demo checkpoint when models/checkpoints has none")
-    run = sub.add_parser("run", help="run a workflow headless and write its outputs")
+    run = sub.add_parser("run", parents=[after], help="run a workflow headless and write its outputs")
     run.add_argument("workflow", type=Path)
     run.add_argument("--target", action="append", help="only run these output node ids")
-    validate = sub.add_parser("validate", help="validate a workflow and print the report")
+    validate = sub.add_parser("validate", parents=[after], help="validate a workflow and print the report")
     validate.add_argument("workflow", type=Path)
-    sub.add_parser("nodes", help="list node types with their inputs and outputs")
-    reproduce = sub.add_parser("reproduce", help="re-run the workflow embedded in an image and compare pixels")
+    sub.add_parser("nodes", parents=[after], help="list node types with their inputs and outputs")
+    reproduce = sub.add_parser("reproduce", parents=[after],
+                               help="re-run the workflow embedded in an image and compare pixels")
     reproduce.add_argument("image", type=Path)
     reproduce.add_argument("--save", type=Path, default=None, help="also write the reproduced PNG here")
     reproduce.add_argument("--pull", action="store_true", help="first download the missing models it records")
     add_models_parser(sub)
-    sub.add_parser("demo-checkpoint", help="write the tiny random-weight demo checkpoint (produces noise)")
+    sub.add_parser("demo-checkpoint", parents=[after],
+                   help="write the tiny random-weight demo checkpoint (produces noise)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nodes.model_paths import ModelPathsError
+
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except ModelPathsError as exc:
+        print(f"error: --extra-model-paths: {exc}", file=sys.stderr)
+        return 1
 
 
 def make_environment(args: argparse.Namespace):
     from nodes.api import Environment
     from nodes.paths import DataPaths
+    from server.config import extra_models
 
-    return Environment(DataPaths(args.data_dir), allow_pickle=args.allow_pickle)
+    return Environment(DataPaths(args.data_dir, extra_models(args.extra_model_paths)), allow_pickle=args.allow_pickle)
 
 
 def make_registry(args: argparse.Namespace, env):
@@ -106,12 +128,12 @@ def make_registry(args: argparse.Namespace, env):
     return registry
 
 
-def load_report(args: argparse.Namespace, env, targets: list[str] | None = None):
-    """Read, prepare (UI format, models by hash, seeds), parse and validate: (report, prompt, extra_data)."""
-    from executor.prepare import prepare
-    from executor.seeds import FirstSubmission, SeedError, resolve_seeds
-    from executor.validate import validate
-    from executor.workflow import WorkflowError, load_json, parse_workflow
+def admit_file(args: argparse.Namespace, env, stream, targets: list[str] | None = None):
+    """Read and admit (executor.prepare.admit) the workflow file; None after printing why it is refused."""
+    from executor.errors import PromptError
+    from executor.prepare import admit
+    from executor.seeds import FirstSubmission
+    from executor.workflow import load_json
 
     try:
         text = args.workflow.read_bytes()
@@ -120,40 +142,29 @@ def load_report(args: argparse.Namespace, env, targets: list[str] | None = None)
         return None
     registry = make_registry(args, env)
     try:
-        prepared = prepare(load_json(text), registry, env)
-        prompt = resolve_seeds(prepared.prompt, registry, FirstSubmission())
-        workflow = parse_workflow(prompt)
-    except WorkflowError as exc:
-        print(f"error: {args.workflow}: {exc.message}: {exc.details}", file=sys.stderr)
+        admitted = admit(load_json(text), registry, env, seeds=FirstSubmission(), targets=targets)
+    except PromptError as exc:
+        print_errors(exc.body(), stream)
         return None
-    except SeedError as exc:
-        print(f"error: {args.workflow}: node {exc.node_id} ({exc.class_type}): {exc.message}: {exc.details}",
-              file=sys.stderr)
-        return None
-    for note in prepared.notes:
+    for note in admitted.notes:
         print(f"note: {note}", file=sys.stderr)
-    for note in prepared.models.notes:
-        print(f"{'error' if note in prepared.models.missing else 'note'}: {note.message()}", file=sys.stderr)
-    return validate(workflow, registry, env, targets), prompt, prepared.extra_data
+    return admitted
 
 
-def print_report(report, stream=sys.stderr) -> None:
-    if report.error is not None:
-        print(f"error: {report.error.message}", file=stream)
-        for line in filter(None, report.error.details.splitlines()):
-            print(f"  {line}", file=stream)
-    for nid, entry in report.node_errors().items():
-        for err in entry["errors"]:
-            print(f"node {nid} ({entry['class_type']}): {err['type']}: {err['message']}: {err['details']}",
-                  file=stream)
+def print_errors(body: dict[str, Any], stream) -> None:
+    """ComfyUI's `error` + `node_errors` envelope as text (executor.errors.format_errors)."""
+    from executor.errors import format_errors
+
+    for line in format_errors(body):
+        print(line, file=stream)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    loaded = load_report(args, make_environment(args))
-    if loaded is None:
+    admitted = admit_file(args, make_environment(args), sys.stdout)
+    if admitted is None:
         return 1
-    report = loaded[0]
-    print_report(report, sys.stdout)
+    report = admitted.report
+    print_errors(report.to_comfy(), sys.stdout)
     if report.clean:
         print(f"ok: outputs {', '.join(report.outputs)}")
     return 0 if report.clean else 1
@@ -164,18 +175,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from executor.run import DEFAULT_CACHE_BYTES, Executor
 
     env = make_environment(args)
-    loaded = load_report(args, env, args.target)
-    if loaded is None:
+    admitted = admit_file(args, env, sys.stderr, args.target)
+    if admitted is None:
         return 1
-    report, prompt, extra_data = loaded
-    print_report(report)
-    if not report.ok:
-        return 1
+    print_errors(admitted.report.to_comfy(), sys.stderr)
     executor = Executor(env, output_cache(DEFAULT_CACHE_BYTES, env.paths.root / DISK_CACHE,
                                           int(args.disk_cache * 2**30)))
     if sys.stderr.isatty():
         executor.subscribe(ProgressPrinter())
-    result = executor.execute(report, prompt_id=str(uuid.uuid4()), prompt=prompt, extra_data=extra_data)
+    result = executor.execute(admitted.report, prompt_id=str(uuid.uuid4()), prompt=admitted.prompt,
+                              extra_data=admitted.extra_data)
     for nid, ui in result.outputs.items():
         for image in ui.get("images", []):
             folder = getattr(env.paths, image.get("type", "output"))

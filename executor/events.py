@@ -1,4 +1,5 @@
-"""Typed events of a run, one class per ComfyUI websocket message.
+"""Typed events, one class per ComfyUI websocket message: those of a run, and the server's `status` and
+`feature_flags`.
 
 Each event's fields are exactly the `data` of the websocket message named by its `type`, so the server sends
 `{"type": e.type, "data": e.data()}` and nothing else translates. `Preview` is the exception: it carries an image
@@ -44,16 +45,19 @@ class ExecutionCached(Event):
 
 @dataclass(frozen=True, slots=True)
 class Executing(Event):
-    """A node is about to run; `node=None` is the final "done" signal of a prompt."""
+    """A node is about to run; `node=None` is the final "done" signal of a prompt. Without `prompt_id` it is
+    what a reconnecting socket is told of its running prompt: ComfyUI's bare `{"node": …}`."""
 
     type: ClassVar[str] = "executing"
     node: str | None
-    prompt_id: str
+    prompt_id: str | None
     display_node: str | None = None
 
     def data(self) -> dict[str, Any]:
         if self.node is None:
             return {"node": None, "prompt_id": self.prompt_id}
+        if self.prompt_id is None:
+            return {"node": self.node}
         return {"node": self.node, "display_node": self.display_node or self.node, "prompt_id": self.prompt_id}
 
 
@@ -131,3 +135,27 @@ class ExecutionInterrupted(Event):
     node_type: str
     executed: list[str]
     timestamp: int = field(default_factory=now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Status(Event):
+    """The queue size, to every socket when it changes; a socket's first message also carries its id (`sid`)."""
+
+    type: ClassVar[str] = "status"
+    queue_remaining: int
+    sid: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": self.queue_remaining}}}
+        if self.sid is not None:
+            data["sid"] = self.sid
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureFlags(Event):
+    """The server's answer to a client's first `feature_flags` message."""
+
+    type: ClassVar[str] = "feature_flags"
+    supports_preview_metadata: bool
+    max_upload_size: float

@@ -57,15 +57,14 @@ def missing_models(wanted: Iterable[WantedModel], paths: DataPaths, hashes: Mode
     missing = []
     for model in wanted:
         try:
-            folder = paths.models(model.kind)
-            target = paths.resolve(folder, model.name)
+            target = paths.model_path(model.kind, model.name)
         except (KeyError, UnsafePathError):
             missing.append(model)
             continue
         if target.exists() and (model.sha256 is None or hashes.sha256(target) == model.sha256):
             continue
-        others = [n for n in paths.model_files(model.kind) if n != model.name]
-        if model.sha256 is None or hashes.find(folder, others, model.sha256) is None:
+        others = {n: paths.model_path(model.kind, n) for n in paths.model_files(model.kind) if n != model.name}
+        if model.sha256 is None or hashes.find(others, model.sha256) is None:
             missing.append(model)
     return missing
 

@@ -21,12 +21,13 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image as PILImage
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from executor.errors import PromptError, format_errors
+from executor.prepare import admit
 from executor.run import Executor
-from executor.validate import validate
-from executor.workflow import WorkflowError, parse_workflow
 from nodes.api import Environment
-from nodes.identity import environment_record, known_hashes, resolve_models
+from nodes.identity import environment_record, known_hashes
 from nodes.paths import DataPaths
 from nodes.registry import Registry
 
@@ -91,9 +92,45 @@ def read_metadata(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str,
     if "prompt" not in texts:
         raise ValueError(f"{path} has no embedded prompt (was it saved with metadata?)")
     prompt = _json(texts["prompt"], "prompt")
-    record = _json(texts["latentloom"], "latentloom") if "latentloom" in texts else None
+    record = _checked(_json(texts["latentloom"], "latentloom")) if "latentloom" in texts else None
     extra = {k: _maybe_json(v) for k, v in texts.items() if k not in ("prompt", "latentloom")}
     return prompt, extra, record, pixels
+
+
+class _ImageRecord(BaseModel):
+    node: str | int
+    batch_index: int = 0
+
+
+class _ModelRecord(BaseModel):
+    kind: str
+    name: str
+    sha256: str
+
+
+class _DeviceRecord(BaseModel):
+    type: str | None = None
+    name: str | None = None
+
+
+class _Record(BaseModel):
+    """The fields of a `latentloom` chunk that reproduction reads (any others are ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+    image: _ImageRecord | None = None
+    models: list[_ModelRecord] = []
+    device: _DeviceRecord | None = None
+    dtypes: dict[str, str] | None = None
+
+
+def _checked(record: dict[str, Any]) -> dict[str, Any]:
+    try:
+        _Record.model_validate(record)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"the latentloom chunk is malformed: {where}: {first['msg']}") from None
+    return record
 
 
 def reproduce(path: Path, registry: Registry, env: Environment) -> Reproduction:
@@ -105,23 +142,19 @@ def reproduce(path: Path, registry: Registry, env: Environment) -> Reproduction:
     if record is not None:
         result.made_on = _device(record)
         result.notes += _version_notes(record)
-    resolution = resolve_models(prompt, env, known_hashes(record or {}))
-    result.notes += resolution.messages()
     try:
-        report = validate(parse_workflow(resolution.prompt), registry, env, _targets(record))
-    except WorkflowError as exc:
-        return Reproduction("invalid", f"the embedded prompt is unusable: {exc.message}: {exc.details}")
-    if not report.ok:
-        errors = resolution.annotate(report.node_errors())
-        lines = [f"node {nid} ({e['class_type']}): {err['message']}: {err['details']}"
-                 for nid, e in errors.items() for err in e["errors"]] or [report.error.details]
-        return Reproduction("invalid", "the embedded prompt does not validate here:\n  " + "\n  ".join(lines),
+        admitted = admit(prompt, registry, env, extra_data={"extra_pnginfo": extra}, targets=_targets(record),
+                         known_models=known_hashes(record or {}))
+    except PromptError as exc:
+        lines = "\n  ".join(format_errors(exc.body()))
+        return Reproduction("invalid", f"the embedded prompt does not validate here:\n  {lines}",
                             notes=result.notes, made_on=result.made_on, now_on=result.now_on)
+    result.notes += admitted.notes
     with tempfile.TemporaryDirectory(prefix="latentloom-reproduce-") as scratch:
         # the same environment (services, settings) with outputs redirected
         run_env = dataclasses.replace(env, paths=_ScratchPaths(env.paths, Path(scratch)), previews=False)
-        run = Executor(run_env).execute(report, prompt_id=str(uuid.uuid4()), prompt=resolution.prompt,
-                                        extra_data={"extra_pnginfo": extra})
+        run = Executor(run_env).execute(admitted.report, prompt_id=str(uuid.uuid4()), prompt=admitted.prompt,
+                                        extra_data=admitted.extra_data)
         if not run.success:
             data = run.error.data() if run.error is not None else {}
             result.message = (f"the run failed in node {data.get('node_id')} ({data.get('node_type')}): "

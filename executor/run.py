@@ -66,6 +66,13 @@ class NodeFailed(Exception):
 
 
 class Executor:
+    """Runs validated workflows: one run at a time, cached results reused, events published to subscribers.
+
+    `env` is what nodes see (data folders, shared services); `cache` keeps node outputs between runs (memory,
+    optionally a disk tier), keyed by each node's Merkle cache key. `interrupt()` may be called from any thread;
+    the run stops at the next node boundary or sampler step.
+    """
+
     def __init__(self, env: Environment, cache: MemoryCache | TieredCache | None = None) -> None:
         self.env = env
         self.cache = cache if cache is not None else MemoryCache(DEFAULT_CACHE_BYTES)
@@ -79,6 +86,7 @@ class Executor:
         return lambda: self._subscribers.remove(fn)
 
     def interrupt(self) -> None:
+        """Ask the current run to stop (it ends with `execution_interrupted`)."""
         self._interrupt.set()
 
     def execute(self, report: ValidationReport, *, prompt_id: str, extra_data: dict[str, Any] | None = None,

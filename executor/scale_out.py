@@ -8,7 +8,7 @@ into an actor, and the routing policy is a pure function.
 What travels (no shared file system is assumed):
 - to the worker, a `Job`: the prompt, its extra data, the bytes of every input-folder file a constant input
   names (uploads), and the sha256 the head knows of each model the prompt names, so a worker that keeps a model
-  under another name finds it by hash (`nodes.identity.resolve_models`, as `reproduce` does). A model the worker
+  under another name finds it by hash (`executor.prepare.admit`, as `reproduce` does). A model the worker
   has under neither fails validation with ComfyUI's error naming it.
 - back, the run's events as they happen (previews already JPEG-encoded), then a `JobResult`: the run's status,
   outputs and history messages, the bytes of every file its outputs name (the head writes them into its own
@@ -32,11 +32,11 @@ from typing import Any, Iterator, Literal
 
 from executor.cache import MemoryCache, node_key
 from executor.events import Event, Preview
-from executor.invalid import Invalid, invalid_events
+from executor.errors import PromptError, refusal_events
 from executor.run import DEFAULT_CACHE_BYTES, Executor, RunResult
-from executor.validate import ValidationReport, validate
-from executor.workflow import WorkflowError, parse_workflow
-from nodes.identity import device_name, model_uses, resolve_models
+from executor.prepare import admit
+from executor.validate import ValidationReport
+from nodes.identity import device_name, model_uses
 from nodes.images import preview_jpeg
 from nodes.paths import DataPaths, UnsafePathError
 
@@ -177,9 +177,8 @@ class RemoteWorker:
             try:
                 events.put(("result", self._execute(job)))
             except BaseException as exc:  # noqa: BLE001 - reported to the head as the prompt's failure
-                failure = Invalid(None, WorkflowError("execution_failed", "Execution failed on the worker",
-                                                      repr(exc)))
-                events.put(("result", JobResult("invalid", invalid=invalid_events(job.prompt_id, failure),
+                failure = PromptError("execution_failed", "Execution failed on the worker", repr(exc))
+                events.put(("result", JobResult("invalid", invalid=refusal_events(job.prompt_id, failure),
                                                 state=self.describe())))
 
         unsubscribe = self.executor.subscribe(on_event)
@@ -202,17 +201,14 @@ class RemoteWorker:
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists() or target.read_bytes() != data:
                 target.write_bytes(data)
-        resolution = resolve_models(job.prompt, self.env, job.model_hashes)
-        try:
-            report = validate(parse_workflow(resolution.prompt), self.registry, self.env, job.outputs or None)
-        except WorkflowError as exc:
-            return JobResult("invalid", invalid=invalid_events(job.prompt_id, Invalid(None, exc)),
-                             state=self.describe())
-        if not report.ok:
-            return JobResult("invalid", invalid=invalid_events(job.prompt_id, Invalid(report)), state=self.describe())
-        run = self.executor.execute(report, prompt_id=job.prompt_id, extra_data=job.extra_data,
-                                    prompt=resolution.prompt)
-        self._remember(report, resolution.prompt)
+        try:  # the one admission path, seeds kept, models found by name or by the head's hashes
+            admitted = admit(job.prompt, self.registry, self.env, extra_data=job.extra_data,
+                             targets=job.outputs or None, known_models=job.model_hashes)
+        except PromptError as refusal:
+            return JobResult("invalid", invalid=refusal_events(job.prompt_id, refusal), state=self.describe())
+        run = self.executor.execute(admitted.report, prompt_id=job.prompt_id, extra_data=admitted.extra_data,
+                                    prompt=admitted.prompt)
+        self._remember(admitted.report, admitted.prompt)
         return JobResult(run.status, run.outputs, list(run.messages), self._files(run), state=self.describe())
 
     def _remember(self, report: ValidationReport, prompt: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ import json
 import secrets
 from typing import Any, Callable, Mapping, Protocol
 
+from executor.errors import ErrorInfo, PromptError, node_entry
 from nodes.api import InputSpec
 from nodes.registry import Registry
 
@@ -38,18 +39,13 @@ PLACEHOLDERS = ("random", "randomize")
 RANDOM_CAP = 2**50
 
 
-class SeedError(ValueError):
-    """A `control_after_generate` request that cannot be honoured (unknown mode or input)."""
+class SeedError(PromptError):
+    """A `control_after_generate` request that cannot be honoured (unknown mode or input), reported on its node."""
 
     def __init__(self, node_id: str, class_type: str, message: str, details: str) -> None:
-        super().__init__(f"{message}: {details}")
-        self.node_id, self.class_type, self.message, self.details = node_id, class_type, message, details
-
-    def node_errors(self) -> dict[str, Any]:
-        """ComfyUI's `node_errors` shape for this one problem."""
-        error = {"type": "invalid_seed_control", "message": self.message, "details": self.details,
-                 "extra_info": {}}
-        return {self.node_id: {"errors": [error], "dependent_outputs": [], "class_type": self.class_type}}
+        problem = ErrorInfo("invalid_seed_control", message, details)
+        super().__init__("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                         f"{message}: {details}", node_errors={node_id: node_entry(class_type, [problem])})
 
 
 class SeedCounters(Protocol):

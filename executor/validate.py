@@ -24,19 +24,9 @@ import networkx as nx
 from nodes.api import Environment, InputSpec, LinkedInput, NodeSpec
 from nodes.registry import Registry, input_options, render_input
 from nodes.types import ANY, types_compatible
+from executor.errors import ErrorInfo, node_entry
 from executor.graph import cycles, link_graph, plan
 from executor.workflow import Link, Workflow, WorkflowError, Wrapped
-
-
-@dataclass(frozen=True, slots=True)
-class InputError:
-    type: str
-    message: str
-    details: str = ""
-    extra_info: dict[str, Any] = field(default_factory=dict)
-
-    def to_comfy(self) -> dict[str, Any]:
-        return {"type": self.type, "message": self.message, "details": self.details, "extra_info": self.extra_info}
 
 
 @dataclass(slots=True)
@@ -53,7 +43,7 @@ class ValidationReport:
     nodes: dict[str, ValidNode] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     order: list[str] = field(default_factory=list)  # the nodes the runnable outputs need, in run order
-    errors: dict[str, list[InputError]] = field(default_factory=dict)
+    errors: dict[str, list[ErrorInfo]] = field(default_factory=dict)
     dependent_outputs: dict[str, list[str]] = field(default_factory=dict)
     error: WorkflowError | None = None
     registry: Registry | None = None  # what the nodes were looked up in (node expansion adds nodes at run time)
@@ -68,9 +58,7 @@ class ValidationReport:
         return self.error is None and not self.errors
 
     def node_errors(self) -> dict[str, Any]:
-        return {nid: {"errors": [e.to_comfy() for e in errs],
-                      "dependent_outputs": self.dependent_outputs.get(nid, []),
-                      "class_type": self.workflow.nodes[nid].class_type}
+        return {nid: node_entry(self.workflow.nodes[nid].class_type, errs, self.dependent_outputs.get(nid))
                 for nid, errs in self.errors.items()}
 
     def to_comfy(self) -> dict[str, Any]:
@@ -79,13 +67,18 @@ class ValidationReport:
 
 def validate(workflow: Workflow, registry: Registry, env: Environment,
              targets: list[str] | None = None) -> ValidationReport:
+    """Every problem of `workflow` in one report (rules in the module doc); never raises for bad input.
+
+    `targets`: only these output nodes count (ComfyUI's `partial_execution_targets`); `env` lists the combo
+    options that come from the data folder (model files, input images).
+    """
     report = ValidationReport(workflow, registry=registry)
     specs = {nid: registry.get(n.class_type) for nid, n in workflow.nodes.items()}
     unknown = [nid for nid, spec in specs.items() if spec is None]
     for nid in unknown:
-        report.errors[nid] = [InputError("invalid_prompt", "Unknown node type",
-                                         f"Node ID '#{nid}': {workflow.nodes[nid].class_type!r} is not registered",
-                                         {"class_type": workflow.nodes[nid].class_type})]
+        report.errors[nid] = [ErrorInfo("invalid_prompt", "Unknown node type",
+                                        f"Node ID '#{nid}': {workflow.nodes[nid].class_type!r} is not registered",
+                                        {"class_type": workflow.nodes[nid].class_type})]
     outputs = [nid for nid, spec in specs.items() if spec is not None and spec.output_node
                and (targets is None or nid in targets)]
     if unknown:
@@ -118,8 +111,8 @@ def _report_cycles(graph: nx.DiGraph, needed: set[str], report: ValidationReport
         members = sorted(component, key=_id_order)
         for nid in component & needed:
             report.errors.setdefault(nid, []).append(
-                InputError("dependency_cycle", "Dependency cycle detected",
-                           f"nodes {', '.join(members)} depend on each other", {"cycle": members}))
+                ErrorInfo("dependency_cycle", "Dependency cycle detected",
+                          f"nodes {', '.join(members)} depend on each other", {"cycle": members}))
     return cyclic
 
 
@@ -129,15 +122,15 @@ def _id_order(nid: str) -> tuple[int, int | str]:
 
 def _check_node(inputs: dict[str, Any], nid: str, spec: NodeSpec, specs: dict[str, NodeSpec | None],
                 workflow: Workflow, env: Environment, report: ValidationReport) -> None:
-    errors: list[InputError] = []
+    errors: list[ErrorInfo] = []
     constants: dict[str, Any] = {}
     links: dict[str, Link] = {}
     upstream_invalid = False
     for inp in spec.inputs:
         if inp.name not in inputs:
             if inp.required:
-                errors.append(InputError("required_input_missing", "Required input is missing", inp.name,
-                                         {"input_name": inp.name}))
+                errors.append(ErrorInfo("required_input_missing", "Required input is missing", inp.name,
+                                        {"input_name": inp.name}))
             continue
         value = inputs[inp.name]
         if isinstance(value, Link):
@@ -162,7 +155,7 @@ def _check_node(inputs: dict[str, Any], nid: str, spec: NodeSpec, specs: dict[st
 
 
 def _run_hook(spec: NodeSpec, constants: dict[str, Any], links: dict[str, Link],
-              specs: dict[str, NodeSpec | None], env: Environment) -> list[InputError]:
+              specs: dict[str, NodeSpec | None], env: Environment) -> list[ErrorInfo]:
     """The node's own `validate_inputs`: a message, or `{input: message}` for one error per input."""
     values: dict[str, Any] = dict(constants)
     if spec.own_validation.sees_links:
@@ -171,23 +164,23 @@ def _run_hook(spec: NodeSpec, constants: dict[str, Any], links: dict[str, Link],
     try:
         result = spec.cls.validate_inputs(values, env)
     except Exception as exc:  # a node's own hook must not take validation down
-        return [InputError("exception_during_validation", "Exception when validating node",
-                           f"{type(exc).__name__}: {exc}", {"exception_type": type(exc).__name__})]
+        return [ErrorInfo("exception_during_validation", "Exception when validating node",
+                          f"{type(exc).__name__}: {exc}", {"exception_type": type(exc).__name__})]
     if not result:
         return []
     per_input = result if isinstance(result, dict) else {"": result}
-    return [InputError("custom_validation_failed", "Custom validation failed for node",
-                       f"{name} - {message}" if name and message else name or str(message),
-                       {"class_type": spec.name, **({"input_name": name} if name else {})})
+    return [ErrorInfo("custom_validation_failed", "Custom validation failed for node",
+                      f"{name} - {message}" if name and message else name or str(message),
+                      {"class_type": spec.name, **({"input_name": name} if name else {})})
             for name, message in per_input.items()]
 
 
 def _check_link(inp: InputSpec, link: Link, specs: dict[str, NodeSpec | None], workflow: Workflow,
-                report: ValidationReport, own_types: bool = False) -> tuple[InputError | None, bool]:
+                report: ValidationReport, own_types: bool = False) -> tuple[ErrorInfo | None, bool]:
     extra = {"input_name": inp.name}
     if link.node not in workflow.nodes:
-        return InputError("exception_during_inner_validation", "Exception when validating inner node",
-                          f"{inp.name}: linked node '#{link.node}' does not exist", extra), False
+        return ErrorInfo("exception_during_inner_validation", "Exception when validating inner node",
+                         f"{inp.name}: linked node '#{link.node}' does not exist", extra), False
     source = specs[link.node]
     if source is None:
         return None, True  # reported on the source node already
@@ -195,59 +188,59 @@ def _check_link(inp: InputSpec, link: Link, specs: dict[str, NodeSpec | None], w
     if isinstance(slot, float) and slot.is_integer():
         slot = int(slot)
     if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < len(source.outputs):
-        return InputError("bad_linked_input",
-                          "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                          f"{inp.name}: node '#{link.node}' ({source.name}) has no output {slot!r}", extra), False
+        return ErrorInfo("bad_linked_input",
+                         "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                         f"{inp.name}: node '#{link.node}' ({source.name}) has no output {slot!r}", extra), False
     received = source.outputs[slot].type
     expected = "COMBO" if inp.type.is_combo else inp.type.name
     if not own_types and not (types_compatible(received, expected) or (inp.type.is_combo and received == "STRING")):
-        return InputError("return_type_mismatch", "Return type mismatch between linked nodes",
-                          f"{inp.name}, received_type({received}) mismatch input_type({expected})",
-                          {**extra, "received_type": received, "linked_node": link.to_api()}), False
+        return ErrorInfo("return_type_mismatch", "Return type mismatch between linked nodes",
+                         f"{inp.name}, received_type({received}) mismatch input_type({expected})",
+                         {**extra, "received_type": received, "linked_node": link.to_api()}), False
     return None, link.node not in report.nodes
 
 
 def _check_constant(inp: InputSpec, value: Any, env: Environment,
-                    own_checks: bool = False) -> tuple[InputError | None, Any]:
+                    own_checks: bool = False) -> tuple[ErrorInfo | None, Any]:
     """Coerce a constant; range and option checks unless the node's hook does them (`own_checks`)."""
     extra = {"input_name": inp.name, "received_value": value.value if isinstance(value, Wrapped) else value}
     if isinstance(value, Wrapped):
         value = value.value
     elif isinstance(value, list):
-        return InputError("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                          f"{inp.name}: a list of length {len(value)} is neither a link nor a value", extra), None
+        return ErrorInfo("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                         f"{inp.name}: a list of length {len(value)} is neither a link nor a value", extra), None
     if not inp.type.is_widget:
         if inp.type.name == ANY:
             return None, value
-        return InputError("invalid_input_type", f"Failed to convert an input value to a {inp.type.name} value",
-                          f"{inp.name}, {value!r}, a {inp.type.name} input takes a link, not a constant",
-                          extra), None
+        return ErrorInfo("invalid_input_type", f"Failed to convert an input value to a {inp.type.name} value",
+                         f"{inp.name}, {value!r}, a {inp.type.name} input takes a link, not a constant",
+                         extra), None
     if inp.type.is_combo and own_checks:
         return None, value
     if inp.type.is_combo:
         try:
             options = input_options(inp, env) or []
         except Exception as exc:  # a dynamic list that cannot be computed (e.g. an unreadable folder)
-            return InputError("exception_during_validation", "Exception when validating node",
-                              f"{inp.name}: cannot list options: {exc}", extra), None
+            return ErrorInfo("exception_during_validation", "Exception when validating node",
+                             f"{inp.name}: cannot list options: {exc}", extra), None
         if str(value) not in options or not isinstance(value, (str, int, float)):
             shown = str(options) if len(options) <= 20 else f"(list of length {len(options)})"
-            return InputError("value_not_in_list", "Value not in list", f"{inp.name}: '{value}' not in {shown}",
-                              {**extra, "input_config": render_input(inp, env) if len(options) <= 20 else None}), None
+            return ErrorInfo("value_not_in_list", "Value not in list", f"{inp.name}: '{value}' not in {shown}",
+                             {**extra, "input_config": render_input(inp, env) if len(options) <= 20 else None}), None
         return None, str(value)
     try:
         coerced = _coerce(inp.type.name, value)
     except (TypeError, ValueError, OverflowError) as exc:
-        return InputError("invalid_input_type", f"Failed to convert an input value to a {inp.type.name} value",
-                          f"{inp.name}, {value!r}, {exc}", extra), None
+        return ErrorInfo("invalid_input_type", f"Failed to convert an input value to a {inp.type.name} value",
+                         f"{inp.name}, {value!r}, {exc}", extra), None
     if own_checks:
         return None, coerced
     if inp.min is not None and coerced < inp.min:
-        return InputError("value_smaller_than_min", f"Value {coerced} smaller than min of {inp.min}",
-                          inp.name, {**extra, "input_config": render_input(inp, env)}), None
+        return ErrorInfo("value_smaller_than_min", f"Value {coerced} smaller than min of {inp.min}",
+                         inp.name, {**extra, "input_config": render_input(inp, env)}), None
     if inp.max is not None and coerced > inp.max:
-        return InputError("value_bigger_than_max", f"Value {coerced} bigger than max of {inp.max}",
-                          inp.name, {**extra, "input_config": render_input(inp, env)}), None
+        return ErrorInfo("value_bigger_than_max", f"Value {coerced} bigger than max of {inp.max}",
+                         inp.name, {**extra, "input_config": render_input(inp, env)}), None
     return None, coerced
 
 
@@ -299,11 +292,11 @@ def validate_added(workflow: Workflow, added: list[str], known: dict[str, ValidN
     for nid in report.order:
         spec = specs[nid]
         if spec is None:
-            report.errors[nid] = [InputError("invalid_prompt", "Unknown node type",
+            report.errors[nid] = [ErrorInfo("invalid_prompt", "Unknown node type",
                                              f"{workflow.nodes[nid].class_type!r} is not registered")]
         elif nid not in report.errors:
             _check_node(workflow.nodes[nid].inputs, nid, spec, specs, workflow, env, report)
         if nid not in report.nodes and nid not in report.errors:
-            report.errors[nid] = [InputError("exception_during_inner_validation", "Linked node is not valid",
+            report.errors[nid] = [ErrorInfo("exception_during_inner_validation", "Linked node is not valid",
                                              f"node '#{nid}' links to a node that did not validate")]
     return report

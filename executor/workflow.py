@@ -5,7 +5,7 @@
 otherwise look like a link; anything else is a constant. `_meta` (editor positions, titles) and other extra keys
 are kept and written back unchanged by `Workflow.to_api`.
 
-Malformed input never raises anything but `WorkflowError`, whose `to_comfy()` is ComfyUI's `error` object.
+Malformed input never raises anything but `WorkflowError` (an `executor.errors.PromptError`).
 """
 from __future__ import annotations
 
@@ -15,19 +15,11 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from executor.errors import PromptError
 
-class WorkflowError(Exception):
-    """The whole request is unusable (ComfyUI's top-level `error`)."""
 
-    def __init__(self, type: str, message: str, details: str = "", extra_info: dict[str, Any] | None = None):
-        super().__init__(f"{message} {details}".strip())
-        self.type = type
-        self.message = message
-        self.details = details
-        self.extra_info = extra_info or {}
-
-    def to_comfy(self) -> dict[str, Any]:
-        return {"type": self.type, "message": self.message, "details": self.details, "extra_info": self.extra_info}
+class WorkflowError(PromptError):
+    """The whole request is unusable (ComfyUI's top-level `error`; no node errors)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +99,15 @@ def load_json(data: str | bytes) -> Any:
         raise WorkflowError("invalid_prompt", "Invalid JSON", str(exc)) from None
 
 
+def not_an_object(doc: Any) -> WorkflowError:
+    return WorkflowError("invalid_prompt", "A workflow must be a JSON object of nodes", f"got {type(doc).__name__}")
+
+
 def parse_workflow(data: str | bytes | Mapping[str, Any]) -> Workflow:
     """Parse an API-format workflow from JSON text or an already decoded object."""
     obj = load_json(data) if isinstance(data, (str, bytes, bytearray)) else data
     if not isinstance(obj, Mapping):
-        raise WorkflowError("invalid_prompt", "A workflow must be a JSON object of nodes",
-                            f"got {type(obj).__name__}")
+        raise not_an_object(obj)
     if "nodes" in obj and "links" in obj and isinstance(obj.get("nodes"), list):
         raise WorkflowError("invalid_prompt", "This is a UI-format workflow; submit the API format",
                             "convert it first (the editor's save, or ComfyUI's 'Export (API)')")

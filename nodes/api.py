@@ -37,6 +37,7 @@ from nodes.paths import DataPaths
 from nodes.types import TypeInfo, is_optional_annotation, type_info
 
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+T = typing.TypeVar("T")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .+-]*$")
 HIDDEN_KINDS = ("PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID")
 # Pythonic keyword → ComfyUI option key, for the widget options `Input` accepts.
@@ -182,12 +183,38 @@ class Expansion:
     result: tuple[Any, ...] = ()
 
 
+@dataclass(frozen=True, eq=False)
+class ServiceKey(typing.Generic[T]):
+    """The typed name of a shared service (as aiohttp's `AppKey`): `Services.get(key)` is a `T`."""
+
+    name: str
+
+
+class Services:
+    """An environment's shared services (model manager, hash cache, …): one object per key, made on first use."""
+
+    def __init__(self) -> None:
+        self._items: dict[ServiceKey[Any], Any] = {}
+        self._lock = threading.RLock()  # admission and the executor thread may make the same service at once
+
+    def get(self, key: ServiceKey[T]) -> T | None:
+        """The service, or None when nothing has made it yet."""
+        return self._items.get(key)
+
+    def get_or_create(self, key: ServiceKey[T], make: Callable[[], T]) -> T:
+        """The service, made by `make()` the first time."""
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = make()
+            return self._items[key]
+
+
 @dataclass
 class Environment:
     """What every node may use outside its inputs: the data folders and shared services (e.g. models)."""
 
     paths: DataPaths
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     previews: bool = False  # whether nodes should produce live preview images (they cost time)
     allow_pickle: bool = False  # whether loaders may unpickle .ckpt/.pt files (code can hide in a pickle)
 

@@ -49,13 +49,13 @@ from pydantic import ConfigDict
 from pydantic_core import PydanticUndefined
 
 from nodes.api import (HIDDEN_KINDS, SEMVER, Context, Environment, Expansion, InputSpec, LinkedInput, Node,
-                       NodeDeclarationError, NodeSpec, OutputSpec, OwnValidation)
+                       NodeDeclarationError, NodeSpec, OutputSpec, OwnValidation, ServiceKey)
 from nodes.comfy_compat import running
 from nodes.types import ANY, Choices, TypeInfo
 
 log = logging.getLogger(__name__)
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
-INSTANCES_KEY = "comfy_v1.instances"
+INSTANCES_KEY: ServiceKey[dict[tuple[str, str], Any]] = ServiceKey("comfy_v1.instances")
 
 
 @dataclass(frozen=True)
@@ -346,7 +346,7 @@ def hidden_value(kind: str, ctx: Context) -> Any:
 
 def _instance(plan: V1Plan, ctx: Context) -> Any:
     """One instance per (node id, class type), kept across prompts (packs keep state on it)."""
-    instances = ctx.env.services.setdefault(INSTANCES_KEY, {})
+    instances = ctx.env.services.get_or_create(INSTANCES_KEY, dict)
     key = (ctx.node_id, plan.name)
     if key not in instances:
         instances[key] = plan.cls()

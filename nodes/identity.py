@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from nodes.api import Context, Environment
+from nodes.api import Context, Environment, ServiceKey
 from nodes.paths import atomic_write
 
 log = logging.getLogger(__name__)
-SERVICE_KEY = "identity.model_hashes"
+SERVICE_KEY: ServiceKey[ModelHashes] = ServiceKey("identity.model_hashes")
 CACHE_FILE = Path("cache") / "model-hashes.json"
 CHUNK = 1 << 20
 MODEL_INPUTS = {
@@ -54,8 +54,20 @@ NODE_MODEL_INPUTS = {
 TEXT_INPUTS = ("text", "text_g", "text_l")
 
 
+def file_state(path: Path) -> list[int]:
+    """What tells that a file may have changed without reading it: size, mtime in nanoseconds and inode (a file
+    swapped in with the same size and a preserved mtime is another inode)."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
+def folder_files(path: Path) -> list[Path]:
+    """The files of a model folder (a diffusers model), hidden ones aside, in a stable order."""
+    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
 class ModelHashes:
-    """sha256 of files and diffusers folders, remembered by (path, size, mtime) in a JSON file."""
+    """sha256 of files and diffusers folders, remembered by (path, size, mtime_ns, inode) in a JSON file."""
 
     def __init__(self, cache_file: Path) -> None:
         self.cache_file = cache_file
@@ -65,29 +77,28 @@ class ModelHashes:
     def sha256(self, path: Path) -> str:
         path = Path(path).resolve()
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files = folder_files(path)
             lines = "".join(f"{p.relative_to(path).as_posix()} {self._file(p)}\n" for p in files)
             return hashlib.sha256(lines.encode()).hexdigest()
         return self._file(path)
 
     def _file(self, path: Path) -> str:
-        stat = path.stat()
+        state = file_state(path)
         key = str(path)
         with self._lock:
             entry = self._load().get(key)
-            if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+            if entry and entry.get("state") == state:
                 return entry["sha256"]
         digest = hash_file(path)
         with self._lock:
-            self._load()[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+            self._load()[key] = {"state": state, "sha256": digest}
             self._save()
         return digest
 
     def record(self, path: Path, sha256: str, source: str | None = None) -> None:
         """Remember a hash computed elsewhere (a verified download), and where the file came from."""
         path = Path(path).resolve()
-        stat = path.stat()
-        entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
+        entry = {"state": file_state(path), "sha256": sha256}
         with self._lock:
             self._load()[str(path)] = {**entry, "source": source} if source else entry
             self._save()
@@ -96,21 +107,19 @@ class ModelHashes:
         """The URL a file was pulled from, while the file is unchanged since."""
         path = Path(path).resolve()
         try:
-            stat = path.stat()
+            state = file_state(path)
         except OSError:
             return None
         with self._lock:
             entry = self._load().get(str(path))
-        if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
-            return entry.get("source")
-        return None
+        return entry.get("source") if entry and entry.get("state") == state else None
 
-    def find(self, folder: Path, names: list[str], sha256: str) -> str | None:
-        """The first of `names` (relative to `folder`) whose content has this hash."""
+    def find(self, files: Mapping[str, Path], sha256: str) -> str | None:
+        """The first name of `files` (name → path) whose content has this hash."""
         wanted = sha256.lower()
-        for name in names:
+        for name, path in files.items():
             try:
-                if self.sha256(folder / name) == wanted:
+                if self.sha256(path) == wanted:
                     return name
             except OSError:
                 continue
@@ -142,10 +151,7 @@ def hash_file(path: Path) -> str:
 
 def model_hashes(env: Environment) -> ModelHashes:
     """The environment's one hash cache (created on first use)."""
-    hashes = env.services.get(SERVICE_KEY)
-    if hashes is None:
-        hashes = env.services[SERVICE_KEY] = ModelHashes(env.paths.root / CACHE_FILE)
-    return hashes
+    return env.services.get_or_create(SERVICE_KEY, lambda: ModelHashes(env.paths.root / CACHE_FILE))
 
 
 @dataclass(frozen=True)
@@ -323,14 +329,14 @@ def resolve_models(prompt: Mapping[str, Any], env: Environment,
         if sha is None:
             continue
         try:
-            folder = env.paths.models(use.kind)
-            path = env.paths.resolve(folder, use.name)
+            path = env.paths.model_path(use.kind, use.name)
         except (KeyError, ValueError):
             continue
         exists = path.exists()
         if exists and hashes.sha256(path) == sha:
             continue
-        found = hashes.find(folder, [n for n in env.paths.model_files(use.kind) if n != use.name], sha)
+        others = {n: env.paths.model_path(use.kind, n) for n in env.paths.model_files(use.kind) if n != use.name}
+        found = hashes.find(others, sha)
         note = ModelNote(use, sha, found, exists)
         resolved.notes.append(note)
         log.warning("%s", note.message())

@@ -9,10 +9,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -103,3 +104,20 @@ def preview_jpeg(image: Any, size: int) -> bytes | None:
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=95)
     return out.getvalue()
+
+
+def claim_file(directory: Path, name_for: Callable[[int], str], counter: int) -> tuple[str, int]:
+    """Create the file `name_for(counter)` in `directory`, or the first free name after it: (name, counter).
+
+    The file is created empty and exclusively (O_EXCL): two writers sharing an output folder (threads, or two
+    servers on one data folder) never get the same name, so no saved file is ever overwritten. The caller then
+    writes the claimed file.
+    """
+    while True:
+        name = name_for(counter)
+        try:
+            os.close(os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            counter += 1
+            continue
+        return name, counter

@@ -17,11 +17,14 @@ HIDDEN_NAMES = {"PROMPT": "prompt", "EXTRA_PNGINFO": "extra_pnginfo", "UNIQUE_ID
 
 
 class Registry:
+    """The node types by name (canonical names and aliases): what validation, `/object_info` and the CLI see."""
+
     def __init__(self) -> None:
         self._specs: dict[str, NodeSpec] = {}
         self._names: dict[str, NodeSpec] = {}  # canonical names and aliases
 
     def add(self, spec: NodeSpec) -> None:
+        """Register a node type; a name or alias that is already taken raises `NodeDeclarationError`."""
         for name in (spec.name, *spec.aliases):
             if name in self._names:
                 other = self._names[name]
@@ -41,6 +44,7 @@ class Registry:
         return found
 
     def get(self, name: str) -> NodeSpec | None:
+        """The node type of a name or alias, or None."""
         return self._names.get(name)
 
     def __contains__(self, name: object) -> bool:

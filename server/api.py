@@ -14,25 +14,21 @@ from typing import Any, Awaitable, Callable, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from executor.errors import PromptError
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
 API_PREFIX = "/api"
 PUBLIC = "public:"  # route-name prefix of routes that need no token (the editor's static files, the docs)
 
 
-class ApiError(Exception):
-    """A refused request: HTTP `status` with ComfyUI's error object (and `node_errors` for prompts)."""
+class ApiError(PromptError):
+    """A refused request: HTTP `status` with ComfyUI's error envelope (executor.errors.PromptError)."""
 
     def __init__(self, status: int, type: str, message: str, details: str = "",
                  extra_info: dict[str, Any] | None = None, node_errors: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{message}: {details}" if details else message)
-        self.status, self.type, self.message, self.details = status, type, message, details
-        self.extra_info = extra_info or {}
-        self.node_errors = node_errors or {}
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"type": self.type, "message": self.message, "details": self.details,
-                          "extra_info": self.extra_info}, "node_errors": self.node_errors}
+        super().__init__(type, message, details, extra_info, node_errors)
+        self.status = status
 
     def response(self) -> web.Response:
         return json_response(self.body(), status=self.status)
@@ -67,11 +63,16 @@ def empty_ok() -> web.Response:
 
 
 def parse_json(raw: bytes) -> Any:
+    """A request body as JSON; Python's extensions `NaN`, `Infinity` and `-Infinity` are refused, as JSON does."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         detail = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
         raise ApiError(400, "invalid_json", "Invalid JSON", f"the request body is not JSON: {detail}") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (numbers must be finite)")
 
 
 async def read_model(request: web.Request, model: type[M], *, required: bool = True) -> M:

@@ -25,7 +25,6 @@ from executor.disk_cache import FOLDER as DISK_CACHE, output_cache
 from executor.run import DEFAULT_CACHE_BYTES, Executor
 from executor.store_sqlite import DB_NAME, SqliteQueueStore
 from nodes.api import Environment
-from nodes.paths import DataPaths
 from nodes.registry import Registry
 from nodes.plugins import Plugins
 from server import (comfy_server, routes_files, routes_frontend, routes_info, routes_jobs, routes_models,
@@ -61,14 +60,14 @@ def create_app(config: ServerConfig | None = None, registry: Registry | None = N
         from nodes.builtin import full_registry
 
         comfy_server.PromptServer()  # a fresh route table for the packs about to be imported
-        registry, plugins = full_registry(DataPaths(config.data_dir), plugins=config.plugins)
+        registry, plugins = full_registry(config.data_paths(), plugins=config.plugins)
     elif plugins is None:
         comfy_server.PromptServer()  # no packs: no routes left by packs loaded for another app
     app = web.Application(client_max_size=config.max_upload_size, middlewares=make_middlewares(config))
     app[CONFIG] = config
     app[REGISTRY] = registry
     app[PLUGINS] = plugins if plugins is not None else Plugins()
-    app[ENV] = Environment(DataPaths(config.data_dir), previews=config.preview,
+    app[ENV] = Environment(config.data_paths(), previews=config.preview,
                            allow_pickle=config.allow_pickle)
     app[HUB] = Hub(config.max_upload_size)
     app[USERDATA] = UserData(app[ENV].paths.root / "user", multi_user=config.multi_user)

@@ -9,13 +9,17 @@ waives it explicitly with `--no-auth`. A configured token is required on every b
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from executor.queue import HISTORY_MAX
+from nodes.model_paths import read_extra_model_paths
+from nodes.paths import DataPaths, ExtraFolder
 
+log = logging.getLogger(__name__)
 AUTH_TOKEN_ENV = "LATENTLOOM_AUTH_TOKEN"
 DEFAULT_MAX_UPLOAD = 100 * 1024 * 1024  # ComfyUI's --max-upload-size default (100 MB)
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +97,10 @@ class ServerConfig:
     ray_worker_data_dir: str | None = None  # --ray-worker-data-dir TEMPLATE, "{worker}" → w0, w1, …
     allow_model_pull: bool = False  # --allow-model-pull: POST /models/pull beyond loopback (with a token)
     multi_user: bool = False  # --multi-user: user data per `Comfy-User` header instead of one `default` user
+    extra_models: dict[str, list[ExtraFolder]] = field(default_factory=dict)  # --extra-model-paths FILE
+
+    def data_paths(self) -> DataPaths:
+        return DataPaths(self.data_dir, self.extra_models)
 
     @property
     def loopback_only(self) -> bool:
@@ -129,4 +137,15 @@ class ServerConfig:
             allow_model_pull=bool(getattr(args, "allow_model_pull", False)),
             front_end_root=front_end_root(args),
             multi_user=bool(getattr(args, "multi_user", False)),
+            extra_models=extra_models(getattr(args, "extra_model_paths", None)),
         )
+
+
+def extra_models(file: Path | None) -> dict[str, list[ExtraFolder]]:
+    """The folders an `extra_model_paths.yaml` adds (none without one); raises `ModelPathsError`."""
+    if file is None:
+        return {}
+    extra = read_extra_model_paths(Path(file))
+    for note in extra.notes:
+        log.warning("%s: %s", file, note)
+    return extra.folders

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from executor.events import Event
+from executor.events import Event, Executing, FeatureFlags, Status
 
 log = logging.getLogger(__name__)
 OUTBOX_MAX = 4096
@@ -59,7 +59,13 @@ class Running:
 
 
 def text(kind: str, data: Any) -> str:
+    """A text message of any type (packs' `send_sync` messages are not ours to type)."""
     return json.dumps({"type": kind, "data": data})
+
+
+def encode(event: Event) -> str:
+    """An event as its websocket text message."""
+    return text(event.type, event.data())
 
 
 def preview_frames(jpeg: bytes, prompt_id: str, node: str) -> tuple[bytes, bytes]:
@@ -72,6 +78,11 @@ def preview_frames(jpeg: bytes, prompt_id: str, node: str) -> tuple[bytes, bytes
 
 
 class Hub:
+    """The connected websockets and the routing of messages to them (rules in the module doc).
+
+    Used on the event loop only; the worker hands executor events over with `publish`.
+    """
+
     def __init__(self, max_upload_size: int) -> None:
         self.clients: dict[str, Client] = {}
         self.running: Running | None = None
@@ -86,10 +97,10 @@ class Hub:
             self._drop(old)
         client = Client(sid, ws)
         self.clients[sid] = client
-        self._put(client, text("status", {"status": {"exec_info": {"queue_remaining": queue_remaining}},
-                                          "sid": sid}))
-        if self.running is not None and self.running.client_id == sid and self.running.node is not None:
-            self._put(client, text("executing", {"node": self.running.node}))
+        self._put(client, encode(Status(queue_remaining, sid)))
+        running = self.running
+        if running is not None and running.client_id == sid and running.node is not None:
+            self._put(client, encode(Executing(running.node, None)))
         return client
 
     def disconnect(self, client: Client) -> None:
@@ -108,8 +119,7 @@ class Hub:
         if isinstance(message, dict) and message.get("type") == "feature_flags" and isinstance(
                 message.get("data"), dict):
             client.features = dict(message["data"])
-            self._put(client, text("feature_flags", {"supports_preview_metadata": True,
-                                                     "max_upload_size": float(self.max_upload_size)}))
+            self._put(client, encode(FeatureFlags(True, float(self.max_upload_size))))
 
     async def sender(self, client: Client) -> None:
         """Drain one socket's outbox until it is closed (a `None` in the outbox)."""
@@ -131,13 +141,16 @@ class Hub:
 
     # --- publishing --------------------------------------------------------------------------------------------
     def status(self, queue_remaining: int) -> None:
-        self.broadcast(text("status", {"status": {"exec_info": {"queue_remaining": queue_remaining}}}))
+        """Tell every socket the queue size."""
+        self.broadcast(encode(Status(queue_remaining)))
 
     def broadcast(self, message: Message) -> None:
+        """Queue an encoded message for every socket."""
         for client in list(self.clients.values()):
             self._put(client, message)
 
     def send(self, sid: str, message: Message) -> None:
+        """Queue an encoded message for one socket (nothing when it is not connected)."""
         client = self.clients.get(sid)
         if client is not None:
             self._put(client, message)
@@ -150,7 +163,7 @@ class Hub:
             if jpeg is not None:
                 self._publish_preview(event, client_id, jpeg)
             return
-        message = text(event.type, event.data())
+        message = encode(event)
         if client_id is not None:
             self.send(client_id, message)
         elif event.type in BROADCAST_WITHOUT_CLIENT:

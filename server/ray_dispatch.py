@@ -27,18 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from executor.events import Event, ExecutionError, ExecutionStart
-from executor.invalid import Invalid, invalid_events
+from executor.events import Event, Executing, ExecutionError, ExecutionStart
+from executor.errors import PromptError, refusal_events
+from executor.prepare import admit
 from executor.progress import ProgressStates
 from executor.queue import HistoryEntry, QueueItem, QueueStore
 from executor.scale_out import (FILE_TYPES, Job, JobResult, RemoteWorker, WorkerState, choose_worker, input_files,
                                 prompt_models, routing_keys, write_output)
-from executor.validate import validate
-from executor.workflow import WorkflowError, parse_workflow
 from nodes.api import Environment
 from nodes.identity import model_hashes, model_uses
 from nodes.registry import Registry
-from server.hub import Hub, text
+from server.hub import Hub
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -176,15 +175,13 @@ class RayDispatcher:
                 await self._dispatch(item)
 
     async def _dispatch(self, item: QueueItem) -> None:
-        try:
-            report = await asyncio.to_thread(validate, parse_workflow(item.prompt), self.registry, self.env,
-                                             item.outputs or None)
-        except WorkflowError as exc:
-            return self._finish(item, failed=invalid_events(item.prompt_id, Invalid(None, exc)))
-        if not report.ok:
-            return self._finish(item, failed=invalid_events(item.prompt_id, Invalid(report)))
+        try:  # admitted again here too: the routing keys come from its plan
+            admitted = await asyncio.to_thread(admit, item.prompt, self.registry, self.env,
+                                               extra_data=item.extra_data, targets=item.outputs or None)
+        except PromptError as refusal:
+            return self._finish(item, failed=refusal_events(item.prompt_id, refusal))
         states = [s.state for s in self.slots]
-        chosen = choose_worker(states, prompt_models(item.prompt), routing_keys(report))
+        chosen = choose_worker(states, prompt_models(item.prompt), routing_keys(admitted.report))
         slot = self.slots[states.index(chosen)]
         slot.state.state, slot.prompt_id = "busy", item.prompt_id
         slot.task = asyncio.get_running_loop().create_task(self._run(slot, item))
@@ -201,8 +198,8 @@ class RayDispatcher:
             return
         except Exception as exc:  # the dispatcher must survive anything a run does
             log.exception("prompt %s: the remote run failed", item.prompt_id)
-            failure = Invalid(None, WorkflowError("execution_failed", "Execution failed", repr(exc)))
-            result = JobResult("invalid", invalid=invalid_events(item.prompt_id, failure))
+            failure = PromptError("execution_failed", "Execution failed", repr(exc))
+            result = JobResult("invalid", invalid=refusal_events(item.prompt_id, failure))
         finally:
             slot.prompt_id = None
         if result.state is not None:
@@ -302,6 +299,5 @@ class RayDispatcher:
             entry = HistoryEntry(item, "error", {}, [(e.type, e.data()) for e in failed])
         self.store.finish(entry)
         self.hub.status(self.store.remaining())
-        if item.client_id is not None:
-            self.hub.send(item.client_id, text("executing", {"node": None, "prompt_id": item.prompt_id}))
+        self.hub.publish(Executing(None, item.prompt_id), item.client_id)
         self._wake.set()

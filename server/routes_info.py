@@ -14,10 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
-from nodes.paths import MODEL_FOLDERS
+from nodes.paths import MODEL_FOLDERS, UnsafePathError
 from nodes.registry import render_object_info
+from nodes.sd.errors import CheckpointError
+from nodes.sd.suggest import summarize
 from server import schemas as s
-from server.api import Route, json_response
+from server.api import ApiError, Route, json_response, read_query
 from server.state import CONFIG, ENV, REGISTRY, WORKER
 
 COMFYUI_BASELINE = "0.3.64"  # the ComfyUI release whose protocol this server speaks
@@ -53,6 +55,20 @@ async def models_folder(request: web.Request) -> web.Response:
     if folder not in MODEL_FOLDERS:
         raise web.HTTPNotFound(text=f"unknown model folder {folder!r}")
     return json_response(await asyncio.to_thread(request.app[ENV].paths.model_files, folder))
+
+
+async def checkpoint_info(request: web.Request) -> web.Response:
+    """Family and suggested image size of a checkpoint (the editor sizes its default workflow with it)."""
+    name = read_query(request, s.CheckpointQuery).name
+    env = request.app[ENV]
+    try:
+        path = env.paths.model_path("checkpoints", name)
+        if name not in await asyncio.to_thread(env.paths.model_files, "checkpoints"):
+            raise ApiError(404, "not_found", "No such checkpoint", f"{name!r} is not in models/checkpoints")
+        summary = await asyncio.to_thread(summarize, path, allow_pickle=env.allow_pickle)
+    except (UnsafePathError, CheckpointError) as exc:
+        raise ApiError(400, "invalid_checkpoint", "Not a usable checkpoint", str(exc)) from None
+    return json_response({"name": name, **summary.to_json()})
 
 
 async def features(request: web.Request) -> web.Response:
@@ -135,6 +151,9 @@ ROUTES = [
     Route("GET", "/models", models, "Model folder keys", "models", responses={200: ("folders", list[str])}),
     Route("GET", "/models/{folder}", models_folder, "Model files of a folder (sorted relative paths)", "models",
           responses={200: ("files", list[str]), 404: ("unknown folder", None)}),
+    Route("GET", "/checkpoint_info", checkpoint_info, "Family and suggested image size of a checkpoint", "models",
+          query=s.CheckpointQuery, responses={200: ("checkpoint", s.CheckpointInfo), 400: ("not usable", None),
+                                              404: ("unknown checkpoint", None)}),
     Route("GET", "/features", features, "Server features", "system",
           responses={200: ("features", s.FeaturesResponse)}),
     Route("GET", "/system_stats", system_stats, "Versions, memory and devices (with Ray, each worker's too)",

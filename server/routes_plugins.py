@@ -10,14 +10,15 @@
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from executor.errors import PromptError
 from executor.ui_format import ui_to_api
-from executor.workflow import WorkflowError
-from server.api import PUBLIC, ApiError, Route, json_response, parse_json, validate_model
+from server.api import PUBLIC, Route, json_response, parse_json, validate_model
 from server.state import ENV, PLUGINS, REGISTRY
 
 
@@ -71,10 +72,10 @@ async def plugins(request: web.Request) -> web.Response:
 async def convert(request: web.Request) -> web.Response:
     data = parse_json(await request.read())
     validate_model(UiWorkflow, data, "body")
-    try:
-        conversion = ui_to_api(data, request.app[REGISTRY], request.app[ENV])
-    except WorkflowError as exc:
-        raise ApiError(400, exc.type, exc.message, exc.details, exc.extra_info) from None
+    try:  # off the loop: a large workflow takes a while, and sockets must not wait for it
+        conversion = await asyncio.to_thread(ui_to_api, data, request.app[REGISTRY], request.app[ENV])
+    except PromptError as exc:
+        return json_response(exc.body(), status=400)
     return json_response({"prompt": conversion.prompt, "notes": conversion.notes})
 
 

@@ -2,11 +2,11 @@
 
 `POST /prompt`, in order: read the body, pass it through the on-prompt handlers ComfyUI packs registered
 (`PromptServer.instance.add_on_prompt_handler`), validate it (400 `invalid_json` / `invalid_request`, never
-ComfyUI's 500), require `prompt` (400 `no_prompt`), convert a UI-format prompt and swap in models found by their
-recorded hash (executor.prepare), choose the number (the caller's, else the persistent counter, negated for
-`front`), resolve seeds (executor.seeds), parse and validate the workflow on a worker thread (400 with ComfyUI's
-`error` + `node_errors`), store the item with `client_id` copied into `extra_data`, broadcast `status`, wake the
-worker, answer `{prompt_id, number, node_errors}`. The prompt is stored and run with its seeds resolved.
+ComfyUI's 500), require `prompt` (400 `no_prompt`), admit it on a worker thread (executor.prepare.admit: UI
+format converted, models found by their recorded hash, seeds resolved with the store's counters, parsed and
+validated; a refusal is 400 with ComfyUI's `error` + `node_errors`), choose the number (the caller's, else the
+persistent counter, negated for `front`), store the item with `client_id` copied into `extra_data`, broadcast
+`status`, wake the worker, answer `{prompt_id, number, node_errors}`. The prompt is stored and run with its seeds resolved.
 """
 from __future__ import annotations
 
@@ -16,17 +16,28 @@ from typing import Any
 
 from aiohttp import web
 
-from executor.prepare import prepare
-from executor.queue import DuplicatePromptError, QueueItem
-from executor.seeds import SeedError, resolve_seeds
-from executor.validate import validate
-from executor.workflow import WorkflowError, parse_workflow
+from executor.errors import PromptError
+from executor.prepare import admit
+from executor.queue import DuplicatePromptError, QueueItem, QueueStore
 from server import schemas as s
 from server.api import ApiError, Route, empty_ok, json_response, parse_json, read_model, read_query, validate_model
 from server.comfy_server import on_prompt
 from server.state import ENV, HUB, REGISTRY, STORE, WORKER
 
 BAD = (400, ("refused: ComfyUI's error envelope", s.ErrorResponse))
+
+
+class LoopCounters:
+    """The store's seed counters for `admit` on a worker thread: each step runs on the loop, which owns the store."""
+
+    def __init__(self, store: QueueStore, loop: asyncio.AbstractEventLoop) -> None:
+        self.store, self.loop = store, loop
+
+    def advance_seed(self, stream: str, start: int, delta: int, lo: int, hi: int) -> int:
+        async def advance() -> int:
+            return self.store.advance_seed(stream, start, delta, lo, hi)
+
+        return asyncio.run_coroutine_threadsafe(advance(), self.loop).result()
 
 
 async def read_prompt_request(request: web.Request) -> s.PromptRequest:
@@ -47,31 +58,21 @@ async def post_prompt(request: web.Request) -> web.Response:
     if not prompt_id or len(prompt_id) > s.MAX_ID_LENGTH:
         raise ApiError(400, "invalid_request", "Invalid request",
                        f"prompt_id must be 1 to {s.MAX_ID_LENGTH} characters")
-    try:  # off the loop: resolving models by hash may read whole model files the first time
-        prepared = await asyncio.to_thread(prepare, body.prompt, registry, env, body.extra_data)
-    except WorkflowError as exc:
-        raise ApiError(400, exc.type, exc.message, exc.details, exc.extra_info) from None
-    extra_data, models = prepared.extra_data, prepared.models
+    # off the loop: resolving models by hash may read whole model files the first time, and a large prompt
+    # takes a while to validate; sockets must not wait for either
+    counters = LoopCounters(store, asyncio.get_running_loop())
     try:
-        prompt = resolve_seeds(prepared.prompt, registry, store, client_id=body.client_id or "")
-    except SeedError as exc:
-        raise ApiError(400, "prompt_outputs_failed_validation", "Prompt outputs failed validation",
-                       f"{exc.message}: {exc.details}", node_errors=exc.node_errors()) from None
-    try:
-        workflow = parse_workflow(prompt)
-    except WorkflowError as exc:
-        raise ApiError(400, exc.type, exc.message, exc.details, exc.extra_info) from None
-    # off the loop too: a large prompt takes a while to validate, and sockets must not wait for it
-    report = await asyncio.to_thread(validate, workflow, registry, env, body.partial_execution_targets)
-    if not report.ok:
-        body_400 = {**report.to_comfy(), "node_errors": models.annotate(report.node_errors())}
-        return json_response(body_400, status=400)
-    extra_data = dict(extra_data)
+        admitted = await asyncio.to_thread(admit, body.prompt, registry, env, extra_data=body.extra_data,
+                                           seeds=counters, client_id=body.client_id or "",
+                                           targets=body.partial_execution_targets)
+    except PromptError as exc:
+        return json_response(exc.body(), status=400)
+    report, extra_data = admitted.report, dict(admitted.extra_data)
     if body.client_id is not None:
         extra_data["client_id"] = body.client_id
     number: int | float = body.number if body.number is not None else store.next_number(front=bool(body.front))
     try:
-        store.put(QueueItem(number, prompt_id, prompt, extra_data, list(report.outputs)))
+        store.put(QueueItem(number, prompt_id, admitted.prompt, extra_data, list(report.outputs)))
     except DuplicatePromptError as exc:
         raise ApiError(400, "duplicate_prompt_id", "Prompt id already queued", str(exc)) from None
     app[HUB].status(store.remaining())

@@ -52,9 +52,13 @@ class FreeRequest(Lenient):
     free_memory: bool = Field(False, description="also drop every cached node result")
 
 
+SQLITE_INT_MAX = 2**63 - 1  # history windows reach the database as SQLite integers
+
+
 class HistoryQuery(BaseModel):
-    max_items: int | None = Field(None, ge=0, description="the last N entries (N from `offset` when given)")
-    offset: int | None = Field(None, ge=0)
+    max_items: int | None = Field(None, ge=0, le=SQLITE_INT_MAX,
+                                  description="the last N entries (N from `offset` when given)")
+    offset: int | None = Field(None, ge=0, le=SQLITE_INT_MAX)
 
 
 class ViewQuery(BaseModel):
@@ -88,6 +92,17 @@ class MaskUploadForm(UploadForm):
 
 
 # --- responses ---------------------------------------------------------------------------------------------------
+class CheckpointQuery(BaseModel):
+    name: str = Field(min_length=1, description="a checkpoint of GET /models/checkpoints")
+
+
+class CheckpointInfo(BaseModel):
+    name: str
+    family: str = Field(description="sd1, sd2 or sdxl")
+    prediction: str = Field(description="eps or v")
+    size: int = Field(description="the side of the square image the checkpoint suits (64 for tiny demo models)")
+
+
 class ErrorObject(BaseModel):
     type: str
     message: str

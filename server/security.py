@@ -34,8 +34,7 @@ from server.config import ServerConfig, is_loopback_host
 log = logging.getLogger(__name__)
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 CORS_HEADERS = {"Access-Control-Allow-Methods": "POST, GET, DELETE, PUT, OPTIONS",
-                "Access-Control-Allow-Headers": "Content-Type, Authorization",
-                "Access-Control-Allow-Credentials": "true"}
+                "Access-Control-Allow-Headers": "Content-Type, Authorization"}
 COMPRESSIBLE = ("application/json", "text/")
 
 
@@ -72,10 +71,19 @@ def token_of(request: web.Request) -> str | None:
     return request.query.get("token")
 
 
+def cors_headers_for(origin: str) -> dict[str, str]:
+    """CORS headers for `--enable-cors-header ORIGIN`. Credentials are allowed for a named origin only: with `*`
+    any site could make a logged-in browser's requests and read the answers (browsers refuse the pair anyway)."""
+    headers = {"Access-Control-Allow-Origin": origin, **CORS_HEADERS}
+    if origin != "*":
+        headers["Access-Control-Allow-Credentials"] = "true"
+    return headers
+
+
 def make_middlewares(config: ServerConfig) -> list:
     token = config.auth_token
     enforce_host = config.loopback_only and token is None
-    cors = {"Access-Control-Allow-Origin": config.cors_origin, **CORS_HEADERS} if config.cors_origin else None
+    cors = cors_headers_for(config.cors_origin) if config.cors_origin else None
 
     @web.middleware
     async def cors_headers(request: web.Request, handler):

@@ -5,8 +5,8 @@ Policy:
   and executes each prompt; the event loop only moves items between the store and the hub. The executor knows
   nothing of aiohttp: its events cross to the loop with `call_soon_threadsafe`, in emission order, and the run's
   result crosses the same way, so it arrives after all of the run's events.
-- A prompt is validated again when it starts (files or nodes may have changed since it was queued, or the
-  process restarted); a prompt that no longer validates fails with `execution_error` naming the first node.
+- A prompt is admitted again when it starts (`executor.prepare.admit`, seeds kept: files or nodes may have
+  changed since it was queued, or the process restarted); a prompt that is no longer admitted fails with `execution_error` naming the first node.
 - When a prompt ends: write its history entry, broadcast `status`, then send `executing {node: null}` to its
   client — so a client that sees the "done" signal finds the entry in `/history`.
 - Previews are JPEG-encoded on the executor thread (never on the loop), only when previews are on.
@@ -26,21 +26,20 @@ import sys
 import threading
 from typing import Any, Callable, Protocol
 
-from executor.events import Event
-from executor.invalid import Invalid, invalid_events
+from executor.events import Event, Executing
 from executor.progress import ProgressStates
 from executor.queue import HistoryEntry, QueueItem, QueueStore
 from executor.run import Executor, RunResult
+from executor.errors import PromptError, refusal_events
+from executor.prepare import admit
 from executor.scale_out import WorkerState, prompt_models
-from executor.validate import validate
-from executor.workflow import WorkflowError, parse_workflow
 from nodes.api import Environment
 from nodes.identity import device_name
 from nodes.images import preview_jpeg
 from nodes.registry import Registry
 from nodes.sd.devices import compute_device
 from nodes.sd.handles import unload_models
-from server.hub import Hub, Running, text
+from server.hub import Hub, Running
 
 log = logging.getLogger(__name__)
 INTERRUPT_WAIT = 30.0  # seconds an interrupted run may take to return during shutdown
@@ -101,7 +100,11 @@ class QueueWorker(Protocol):
 
 
 class Worker:
-    """Runs the queue's prompts one at a time on this process's executor (see the module's policy)."""
+    """Takes queued prompts from the store one at a time, admits them again and runs them (policy in the module doc).
+
+    `start()` begins serving, `wake()` says the store has new items, `interrupt()` and `request_free()` serve
+    `/interrupt` and `/free`, `stop(grace)` shuts down; all on the event loop.
+    """
 
     def __init__(self, *, store: QueueStore, registry: Registry, env: Environment, executor: Executor, hub: Hub,
                  preview: bool, preview_size: int) -> None:
@@ -207,7 +210,7 @@ class Worker:
                 outcome = await self._run_future
             except Exception as exc:  # a bug below the executor: record it as the prompt's failure
                 log.exception("prompt %s crashed the executor", item.prompt_id)
-                outcome = Invalid(None, WorkflowError("execution_failed", "Execution failed", repr(exc)))
+                outcome = PromptError("execution_failed", "Execution failed", repr(exc))
         finally:
             self._run_future = None
             self.current = None
@@ -221,27 +224,26 @@ class Worker:
         self.store.finish(entry)
         self.hub.status(self.store.remaining())
         if item.client_id is not None:
-            self.hub.send(item.client_id, text("executing", {"node": None, "prompt_id": item.prompt_id}))
+            self.hub.publish(Executing(None, item.prompt_id), item.client_id)
 
-    def _history_entry(self, item: QueueItem, outcome: RunResult | Invalid) -> HistoryEntry:
+    def _history_entry(self, item: QueueItem, outcome: RunResult | PromptError) -> HistoryEntry:
         if isinstance(outcome, RunResult):
             return HistoryEntry(item, "success" if outcome.success else "error", outcome.outputs,
                                 list(outcome.messages))
-        events = invalid_events(item.prompt_id, outcome)
+        events = refusal_events(item.prompt_id, outcome)
         for event in events:
             self.hub.publish(event, item.client_id)
         return HistoryEntry(item, "error", {}, [(e.type, e.data()) for e in events])
 
-    def _validate_and_execute(self, item: QueueItem) -> RunResult | Invalid:
-        """On the executor thread."""
+    def _validate_and_execute(self, item: QueueItem) -> RunResult | PromptError:
+        """On the executor thread. The stored prompt is admitted again, its seeds kept as they are."""
         try:
-            report = validate(parse_workflow(item.prompt), self.registry, self.env, item.outputs or None)
-        except WorkflowError as exc:
-            return Invalid(None, exc)
-        if not report.ok:
-            return Invalid(report)
-        return self.executor.execute(report, prompt_id=item.prompt_id, extra_data=item.extra_data,
-                                     prompt=item.prompt)
+            admitted = admit(item.prompt, self.registry, self.env, extra_data=item.extra_data,
+                             targets=item.outputs or None)
+        except PromptError as exc:
+            return exc
+        return self.executor.execute(admitted.report, prompt_id=item.prompt_id, extra_data=admitted.extra_data,
+                                     prompt=admitted.prompt)
 
     def _on_event(self, event: Event) -> None:
         """Executor subscriber, on the executor thread."""

@@ -88,3 +88,28 @@ def test_run_resolves_random_seeds_like_the_server(tmp_path):
     (a, inc_a), (b, inc_b) = (r.stdout.split() for r in runs)
     assert 0 <= int(a) <= 2**50 and a != b  # a fresh value each run (2**-50 chance of a false failure)
     assert inc_a == inc_b == "7"  # a one-off run starts an increment stream at the submitted value
+
+
+def test_global_options_work_after_the_command_too(tmp_path):
+    data = tmp_path / "after"
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "demo-checkpoint", "--data-dir", str(data),
+                           "--disable-plugins"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (data / "models" / "checkpoints" / "latentloom-demo-tiny.safetensors").is_file()
+
+
+def test_extra_model_paths_lists_models_and_refuses_a_bad_file(tmp_path):
+    shared = tmp_path / "ComfyUI" / "models" / "checkpoints"
+    shared.mkdir(parents=True)
+    (shared / "shared.safetensors").write_bytes(b"x")
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text("comfyui:\n  base_path: ComfyUI\n  checkpoints: models/checkpoints\n")
+    wf = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "shared.safetensors"}},
+          "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(wf))
+    done = cli("validate", str(path), "--extra-model-paths", str(yaml_file), data_dir=tmp_path / "data")
+    assert "value_not_in_list" not in done.stdout, done.stdout  # the name is one of the listed checkpoints
+    yaml_file.write_text("comfyui: [1, 2]\n")
+    done = cli("validate", str(path), "--extra-model-paths", str(yaml_file), data_dir=tmp_path / "data")
+    assert done.returncode == 1 and "error: --extra-model-paths" in done.stderr and "Traceback" not in done.stderr

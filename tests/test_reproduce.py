@@ -135,3 +135,23 @@ def test_cli_reproduce_exit_codes(made, tmp_path):
     done = cli("reproduce", str(tmp_path / "t.png"), data_dir=env.paths.root)
     assert done.returncode == 3, done.stderr
     assert done.stdout.startswith("differs: max abs diff 1, PSNR ")
+
+
+@pytest.mark.parametrize("field, value, where", [
+    ("image", "node 9", "image"), ("image", {"node": [9], "batch_index": 0}, "image.node"),
+    ("models", {"kind": "checkpoints"}, "models"),
+    ("models", [{"kind": 1, "name": "x", "sha256": "y"}], "models.0.kind"),
+    ("device", "cpu", "device"), ("dtypes", ["fp32"], "dtypes"),
+])
+def test_wrong_typed_latentloom_fields_are_a_clear_error(made, tmp_path, field, value, where):
+    env, registry, files = made
+    texts = read_png_texts(files[0])
+    record = {**json.loads(texts["latentloom"]), field: value}
+    target = tmp_path / "odd.png"
+    info = PngInfo()
+    for key, text in {**texts, "latentloom": json.dumps(record)}.items():
+        info.add_text(key, text)
+    with PILImage.open(files[0]) as img:
+        img.save(target, pnginfo=info)
+    outcome = reproduce(target, registry, env)
+    assert outcome.status == "invalid" and outcome.message.startswith(f"the latentloom chunk is malformed: {where}")

@@ -7,7 +7,7 @@ from typing import Annotated, Any, NamedTuple
 
 from nodes.api import Context, Environment, Input, Node, node
 from nodes.identity import hash_file, run_record
-from nodes.images import PNG_LEVEL_PREVIEW, PNG_LEVEL_SAVE, load_image, output_names, save_png
+from nodes.images import PNG_LEVEL_PREVIEW, PNG_LEVEL_SAVE, claim_file, load_image, output_names, save_png
 from nodes.types import Choices, Image, Mask
 
 
@@ -44,7 +44,8 @@ def _save_batch(ctx: Context, images: Any, folder_kind: str, prefix: str, level:
     record = run_record(ctx)
     results = []
     for index, image in enumerate(images):
-        name = f"{base.replace('%batch_num%', str(index))}_{counter:05}_.png"
+        stem = base.replace('%batch_num%', str(index))
+        name, counter = claim_file(directory, lambda n: f"{stem}_{n:05}_.png", counter)
         own = {"latentloom": {**record, "image": {"node": ctx.node_id, "batch_index": index}}}
         save_png(image, directory / name, {**texts, **own}, level)
         subfolder = directory.relative_to(folder.resolve()).as_posix()

@@ -34,7 +34,7 @@ from nodes.builtin.image import metadata_texts
 from nodes.builtin.image_tools import composite
 from nodes.builtin.scale import resize
 from nodes.identity import hash_file, run_record
-from nodes.images import output_names
+from nodes.images import claim_file, output_names
 from nodes.types import MAX_RESOLUTION, Choices, Latent, Mask
 
 LATENT_SUFFIX = ".latent"
@@ -156,7 +156,7 @@ class SaveLatent(Node):
     def run(self, ctx: Context) -> None:
         folder = ctx.env.paths.output
         directory, base, counter = output_names(folder, self.filename_prefix, 0, 0)
-        name = f"{base}_{counter:05}_{LATENT_SUFFIX}"
+        name, _ = claim_file(directory, lambda n: f"{base}_{n:05}_{LATENT_SUFFIX}", counter)
         tensors = {"latent_tensor": self.samples["samples"].detach().cpu().contiguous(),
                    VERSION_MARKER: torch.tensor([])}
         save_file(tensors, str(directory / name), metadata=latent_metadata(ctx))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, NamedTuple
 
 from nodes.api import Context, Environment, Input, Node, node
+from nodes.identity import file_state, folder_files
 from nodes.sd.checkpoint import load_model, load_vae_file
 from nodes.sd.components import load_taesd, load_text_encoder_file, load_unet_file
 from nodes.sd.configs import LATENT_SCALE
@@ -44,10 +45,12 @@ def _loras(env: Environment) -> list[str]:
 
 
 def file_fingerprint(env: Environment, kind: str, name: str) -> list[Any]:
-    """Size and modification time: a replaced model file is noticed without hashing gigabytes."""
+    """Size, mtime and inode of the file, or of every file of a diffusers folder (its weights included): a
+    replaced model file is noticed without hashing gigabytes."""
     path = env.paths.model_path(kind, name)
-    stat = (path / "model_index.json").stat() if path.is_dir() else path.stat()
-    return [name, stat.st_size, stat.st_mtime_ns]
+    if path.is_dir():
+        return [name, [[p.relative_to(path).as_posix(), *file_state(p)] for p in folder_files(path)]]
+    return [name, *file_state(path)]
 
 
 class CheckpointOutputs(NamedTuple):
@@ -63,7 +66,7 @@ class CheckpointLoaderSimple(Node):
     ckpt_name: Annotated[str, Choices(_checkpoints)] = Input(tooltip="the checkpoint file to load")
 
     def run(self, ctx: Context) -> CheckpointOutputs:
-        path = ctx.env.paths.resolve(ctx.env.paths.models("checkpoints"), self.ckpt_name)
+        path = ctx.env.paths.model_path("checkpoints", self.ckpt_name)
         loaded = load_model(path, allow_pickle=ctx.env.allow_pickle)
         manager = model_manager(ctx.env)
         clip = ClipHandle(TextEncoder(loaded.family, loaded.text_encoders), manager,
@@ -94,7 +97,7 @@ class VAELoader(Node):
                                         "files in models/vae_approx")
             encoder, decoder = (ctx.env.paths.model_path("vae_approx", name) for name in halves)
             return VaeHandle(load_taesd(encoder, decoder), manager, self.vae_name, TAESD_SCALES[self.vae_name])
-        path = ctx.env.paths.resolve(ctx.env.paths.models("vae"), self.vae_name)
+        path = ctx.env.paths.model_path("vae", self.vae_name)
         return VaeHandle(load_vae_file(path, allow_pickle=ctx.env.allow_pickle), manager, self.vae_name)
 
     @classmethod
@@ -130,7 +133,7 @@ class LoraLoader(Node):
     strength_clip: float = _strength("CLIP model")
 
     def run(self, ctx: Context) -> LoraOutputs:
-        path = ctx.env.paths.resolve(ctx.env.paths.models("loras"), self.lora_name)
+        path = ctx.env.paths.model_path("loras", self.lora_name)
         model, clip = apply_lora(path, self.model, self.clip, strength_model=self.strength_model,
                                  strength_clip=self.strength_clip, allow_pickle=ctx.env.allow_pickle)
         return LoraOutputs(model, clip)
@@ -149,7 +152,7 @@ class LoraLoaderModelOnly(Node):
     strength_model: float = _strength("diffusion model")
 
     def run(self, ctx: Context) -> Model:
-        path = ctx.env.paths.resolve(ctx.env.paths.models("loras"), self.lora_name)
+        path = ctx.env.paths.model_path("loras", self.lora_name)
         model, _ = apply_lora(path, self.model, None, strength_model=self.strength_model,
                               allow_pickle=ctx.env.allow_pickle)
         return model

@@ -230,7 +230,7 @@ def load_diffusers_folder(
     index = _read_json(path / "model_index.json", path, "not a diffusers folder (no readable model_index.json)")
     dtypes = dtypes_for(dtype)
     unet = _from_pretrained(UNet2DConditionModel, path, "unet", dtypes.unet, allow_pickle)
-    name = _folder_family(unet.config, path)
+    name = folder_family(unet.config, path)
     roles = {"sd1": {"text_encoder": "l"}, "sd2": {"text_encoder": "h"}, "sdxl_refiner": {"text_encoder_2": "g"}}.get(
         name, {"text_encoder": "l", "text_encoder_2": "g"}
     )
@@ -287,7 +287,7 @@ def _from_pretrained(cls, root: Path, sub: str, dtype: torch.dtype, allow_pickle
     return model.eval()
 
 
-def _folder_family(config, path: Path) -> str:
+def folder_family(config, path: Path) -> str:
     if config.get("addition_embed_type") == "text_time":
         return _sdxl_folder_variant(config, path)
     if config.get("addition_embed_type") or config.get("class_embed_type"):

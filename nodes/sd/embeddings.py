@@ -38,7 +38,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from nodes.api import Environment
+from nodes.api import Environment, ServiceKey
+from nodes.identity import file_state
 from nodes.paths import MODEL_EXTENSIONS, DataPaths
 from nodes.sd.errors import CheckpointError
 from nodes.sd.prompt_weights import EMBEDDING_PREFIX, parse_prompt_weights, split_embedding_words
@@ -53,7 +54,7 @@ SUFFIXES = _COMFY_SUFFIXES + tuple(s for s in MODEL_EXTENSIONS if s not in _COMF
 #: The key of each text encoder's tensor in multi-encoder (SDXL) embedding files.
 ENCODER_FILE_KEYS = {"l": "clip_l", "h": "clip_h", "g": "clip_g"}
 SINGLE_KEY = "emb_params"
-CACHE_KEY = "sd.embeddings"
+CACHE_KEY: ServiceKey[_FileCache] = ServiceKey("sd.embeddings")
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,10 @@ class _FileCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[Path, tuple[tuple[int, int], dict[str, torch.Tensor]]] = {}
+        self._entries: dict[Path, tuple[list[int], dict[str, torch.Tensor]]] = {}
 
     def get(self, path: Path, read) -> dict[str, torch.Tensor]:
-        stat = path.stat()
-        stamp = (stat.st_size, stat.st_mtime_ns)
+        stamp = file_state(path)
         with self._lock:
             entry = self._entries.get(path)
         if entry is not None and entry[0] == stamp:
@@ -177,10 +177,9 @@ class EmbeddingLibrary:
         if path is None:
             return [name, None]
         try:
-            stat = path.stat()
+            return [self.name_of(path), *file_state(path)]
         except OSError:
             return [name, None]
-        return [self.name_of(path), stat.st_size, stat.st_mtime_ns]
 
     def name_of(self, path: Path) -> str:
         """The path of a file of the folder relative to it (posix), as `GET /models/embeddings` lists it."""
@@ -210,9 +209,7 @@ class EncoderEmbeddings:
 
 def embedding_library(env: Environment) -> EmbeddingLibrary:
     """The embeddings of `env`'s data folder, sharing one cache of read files per environment."""
-    cache = env.services.get(CACHE_KEY)
-    if cache is None:
-        cache = env.services[CACHE_KEY] = _FileCache()
+    cache = env.services.get_or_create(CACHE_KEY, _FileCache)
     return EmbeddingLibrary(env.paths, allow_pickle=env.allow_pickle, cache=cache)
 
 

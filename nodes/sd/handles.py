@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 
-from nodes.api import Environment
+from nodes.api import Environment, ServiceKey
 from nodes.sd import vae as vae_ops
 from nodes.sd.devices import ModelManager, PatchedManager
 from nodes.sd.embeddings import EmbeddingLibrary
@@ -28,15 +28,12 @@ from nodes.sd.model_options import ModelOptions
 from nodes.sd.schedules import DiscreteSchedule, sd_schedule
 from nodes.sd.text_encoder import TextEncoder, TextEncoding
 
-MANAGER_KEY = "models"
+MANAGER_KEY: ServiceKey[ModelManager] = ServiceKey("models")
 
 
 def model_manager(env: Environment) -> ModelManager:
     """The environment's one model manager (created on first use)."""
-    manager = env.services.get(MANAGER_KEY)
-    if manager is None:
-        manager = env.services[MANAGER_KEY] = ModelManager()
-    return manager
+    return env.services.get_or_create(MANAGER_KEY, ModelManager)
 
 
 def unload_models(env: Environment) -> None:

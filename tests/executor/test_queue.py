@@ -233,7 +233,7 @@ def test_bad_modes_are_reported_on_the_node(seed_registry, store, control, detai
     p = {"3": {"class_type": "Sampler", "inputs": {"seed": 1}, "_meta": {"control_after_generate": control}}}
     with pytest.raises(SeedError) as info:
         resolve_seeds(p, seed_registry, store)
-    errors = info.value.node_errors()
+    errors = info.value.node_errors
     assert errors["3"]["class_type"] == "Sampler"
     assert errors["3"]["errors"][0]["type"] == "invalid_seed_control"
     assert details in errors["3"]["errors"][0]["details"]

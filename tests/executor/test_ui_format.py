@@ -153,7 +153,7 @@ def test_cli_runs_and_validates_ui_format(tmp_path):
     unknown.write_text((FILES / "unknown_types.json").read_text())
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data-dir", str(data), "validate",
                            str(unknown)], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 1 and "unknown node type(s) WAS_Image_Blend" in done.stderr
+    assert done.returncode == 1 and "unknown node type(s) WAS_Image_Blend" in done.stdout
 
 
 EXPECTED = sorted(p.stem for p in (FILES / "expected").glob("*.json"))  # a case per file, its API prompt beside

@@ -1,4 +1,4 @@
-"""Model identity: hashes remembered by (path, size, mtime), the latentloom chunk, models found by hash."""
+"""Model identity: hashes remembered by (path, size, mtime, inode), the latentloom chunk, models found by hash."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +12,7 @@ from executor.validate import validate
 from executor.workflow import parse_workflow
 from nodes.api import Environment
 from nodes.builtin import builtin_registry
+from nodes.builtin.loaders import file_fingerprint
 from nodes.identity import ModelHashes, known_hashes, model_hashes, model_uses, resolve_models
 from nodes.images import read_png_texts
 from nodes.paths import DataPaths
@@ -40,6 +41,35 @@ def test_hash_is_computed_once_and_remembered_by_path_size_mtime(tmp_path):
     # a newer mtime means a changed file
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert hashes.sha256(path) == hashlib.sha256(b"B" * 5000).hexdigest()
+
+
+def test_a_file_swapped_in_with_the_same_size_and_mtime_is_hashed_again(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"A" * 5000)
+    hashes = ModelHashes(tmp_path / "cache.json")
+    assert hashes.sha256(path) == hashlib.sha256(b"A" * 5000).hexdigest()
+    stat = path.stat()
+    swapped = tmp_path / "new.safetensors"
+    swapped.write_bytes(b"B" * 5000)
+    os.utime(swapped, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `cp -p` or a sync tool leaves it
+    os.replace(swapped, path)
+    assert hashes.sha256(path) == hashlib.sha256(b"B" * 5000).hexdigest()  # another inode
+
+
+def test_diffusers_folder_fingerprint_covers_its_weight_files(env):
+    folder = env.paths.models("checkpoints") / "pipe"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"A" * 100)
+    before = file_fingerprint(env, "checkpoints", "pipe")
+    stat = weights.stat()
+    replacement = folder / "unet" / ".incoming"
+    replacement.write_bytes(b"B" * 100)
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(replacement, weights)  # model_index.json untouched, same size and mtime
+    assert file_fingerprint(env, "checkpoints", "pipe") != before
+    assert file_fingerprint(env, "checkpoints", "pipe") == file_fingerprint(env, "checkpoints", "pipe")
 
 
 def test_folder_hash_covers_names_and_contents(tmp_path):
@@ -145,3 +175,29 @@ def test_same_name_with_other_bytes_prefers_the_recorded_hash(env):
     (folder / "backup.safetensors").unlink()
     resolution = resolve_models(wf, env)
     assert resolution.prompt == wf and "running with it anyway" in resolution.messages()[0]
+
+
+def test_a_swapped_diffusers_weight_file_reruns_the_loader_after_a_restart_with_disk_cache(env, tmp_path):
+    from executor.disk_cache import output_cache
+    from nodes.sd.tiny import write_diffusers_folder
+
+    pipe = write_diffusers_folder("sd1", env.paths.models("checkpoints") / "pipe", seed=0)
+    other = write_diffusers_folder("sd1", tmp_path / "other", seed=1)
+    wf = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "pipe"}},
+          "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
+          "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+    registry = builtin_registry()
+
+    def run():  # a fresh process each time: empty memory, the same disk cache folder
+        executor = Executor(Environment(env.paths), output_cache(10**8, tmp_path / "outputs", 10**8))
+        report = validate(parse_workflow(wf), registry, executor.env)
+        assert report.clean, report.to_comfy()
+        return executor.execute(report, prompt_id="p")
+
+    first = run()
+    assert first.success and set(first.cached) == set()
+    assert set(run().cached) >= {"2"}  # the conditioning came from disk
+    weights = next((other / "text_encoder").glob("*.safetensors"))
+    os.replace(weights, pipe / "text_encoder" / weights.name)  # model_index.json and the names unchanged
+    third = run()
+    assert third.success and "2" not in third.cached  # new weights: the loader and the encoder ran again

@@ -115,3 +115,18 @@ async def test_editor_files_and_library(make_client, tmp_path):
         resp = await client.get(bad)
         assert resp.status in (403, 404) and "nope" not in await resp.text(), bad
     assert (await client.get("/api/nothing-here")).status == 404
+
+
+async def test_checkpoint_info_tells_family_and_size(client, data_dir):
+    from nodes.sd.tiny import write_single_file
+
+    folder = data_dir / "models" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_single_file("sdxl", folder / "tiny-xl.safetensors")
+    (folder / "junk.safetensors").write_bytes(b"not a checkpoint")
+    info = await (await client.get("/checkpoint_info", params={"name": "tiny-xl.safetensors"})).json()
+    assert info == {"name": "tiny-xl.safetensors", "family": "sdxl", "prediction": "eps", "size": 64}
+    for name, status in (("junk.safetensors", 400), ("missing.safetensors", 404), ("../x.safetensors", 400)):
+        resp = await client.get("/checkpoint_info", params={"name": name})
+        assert resp.status == status and (await resp.json())["error"]["details"], name
+    assert (await client.get("/checkpoint_info")).status == 400

@@ -187,6 +187,34 @@ def test_killed_process_loses_nothing(data_dir):
         proc.kill()
 
 
+def test_kill_9_with_50_prompts_queued_loses_none(data_dir):
+    proc, port = stub_server(data_dir)
+    slow = {"1": {"class_type": "Constant", "inputs": {"value": 1.0}},
+            "2": {"class_type": "Slow", "inputs": {"x": ["1", 0], "steps": 100, "delay": 0.02}},
+            "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    try:
+        ids = [http(port, "POST", "/prompt", {"prompt": slow, "prompt_id": "slow"})["prompt_id"]]
+        poll(lambda: http(port, "GET", "/queue")["queue_running"])
+        ids += [http(port, "POST", "/prompt", {"prompt": chain(float(i)), "prompt_id": f"p{i}"})["prompt_id"]
+                for i in range(50)]
+        assert len(http(port, "GET", "/queue")["queue_pending"]) == 50
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    proc, port = stub_server(data_dir)
+    try:
+        poll(lambda: len(http(port, "GET", "/history")) == 51 or None, timeout=120)
+        history = http(port, "GET", "/history")
+        assert list(history) == ids  # every prompt ran once, in queue order
+        assert all(entry["status"]["status_str"] == "success" for entry in history.values())
+        assert [history[f"p{i}"]["outputs"]["3"]["text"] for i in range(50)] == [[f"{3.0 * i}"] for i in range(50)]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

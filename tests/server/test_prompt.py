@@ -82,6 +82,16 @@ async def test_malformed_bodies_are_400_with_a_message(client, raw, kind):
     assert (await client.get("/prompt")).status == 200  # still serving
 
 
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity"])
+async def test_non_finite_numbers_are_refused_with_a_clear_message(client, number):
+    resp = await client.post("/prompt", data=b'{"prompt": {}, "number": ' + number + b"}",
+                             headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert error["type"] == "invalid_json" and f"{number.decode()} is not a JSON value" in error["details"]
+    assert (await (await client.get("/queue")).json())["queue_pending"] == []  # nothing stored
+
+
 async def test_invalid_workflows(client):
     resp = await client.post("/prompt", json={"prompt": {"1": {"inputs": {}}}})
     assert resp.status == 400

@@ -86,3 +86,34 @@ def test_default_txt2img_runs_with_progress_previews_and_the_image_in_save_image
     page.wait_for_function("app.run.outputs.has('9')")
     assert page.evaluate("app.run.outputs.get('9')") == output
     assert workflow(page) == default
+
+
+FIT = """async ([workflow, installed, size]) => {
+  const { fitToCheckpoints } = await import("./src/files.js");
+  const asked = [];
+  const fetchJson = async (route) => {
+    asked.push(route);
+    if (route === "/models/checkpoints") return installed;
+    if (size === null) throw new Error("not a checkpoint");
+    return { size };
+  };
+  return { workflow: await fitToCheckpoints(workflow, fetchJson), asked };
+}"""
+
+
+@pytest.mark.parametrize("installed, size, name, side", [
+    (["latentloom-demo-tiny.safetensors", "xl.safetensors"], 64, "latentloom-demo-tiny.safetensors", 64),
+    (["sd15.safetensors", "xl.safetensors"], 512, "sd15.safetensors", 512),
+    (["xl.safetensors"], 1024, "xl.safetensors", 1024),
+    (["odd.safetensors"], None, "odd.safetensors", 64),  # the server cannot tell: sizes stay
+    ([], None, "latentloom-demo-tiny.safetensors", 64),  # nothing installed: the workflow stays
+])
+def test_default_workflow_uses_an_installed_checkpoint_at_its_size(page, installed, size, name, side):
+    open_editor(page, {})
+    default = json.loads(TXT2IMG.read_text())
+    fitted = page.evaluate(FIT, [default, installed, size])
+    assert fitted["workflow"]["4"]["inputs"]["ckpt_name"] == name
+    latent = fitted["workflow"]["5"]["inputs"]
+    assert (latent["width"], latent["height"]) == (side, side)
+    if installed:
+        assert fitted["asked"][1] == f"/checkpoint_info?name={name}"

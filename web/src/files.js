@@ -119,6 +119,38 @@ export function storedWorkflow() {
   }
 }
 
+/**
+ * The default workflow fitted to this machine's models: a checkpoint loader naming a checkpoint that is not
+ * installed gets the first one listed, and EmptyLatentImage's size follows the checkpoint's family
+ * (`GET /checkpoint_info`: 64 for the tiny demo, 512 SD1.x, 768 SD2.x v-prediction, 1024 SDXL). Without
+ * checkpoints, or when the server cannot tell, the workflow stays as it is. `fetchJson(route)` is the API's.
+ */
+export async function fitToCheckpoints(workflow, fetchJson) {
+  const nodes = Object.values(workflow);
+  const loaders = nodes.filter((n) => n.class_type === "CheckpointLoaderSimple");
+  if (!loaders.length) return workflow;
+  let installed;
+  try {
+    installed = await fetchJson("/models/checkpoints");
+  } catch {
+    return workflow;
+  }
+  if (!installed?.length) return workflow;
+  for (const node of loaders) {
+    if (!installed.includes(node.inputs.ckpt_name)) node.inputs.ckpt_name = installed[0];
+  }
+  try {
+    const info = await fetchJson(`/checkpoint_info?name=${encodeURIComponent(loaders[0].inputs.ckpt_name)}`);
+    for (const node of nodes.filter((n) => n.class_type === "EmptyLatentImage")) {
+      node.inputs.width = info.size;
+      node.inputs.height = info.size;
+    }
+  } catch {
+    // not a checkpoint the server can read: the sizes stay
+  }
+  return workflow;
+}
+
 /** The default workflow served from the repository's workflows/ folder, or null. */
 export async function fetchDefaultWorkflow(path = "workflows/txt2img.json") {
   try {

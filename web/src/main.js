@@ -11,7 +11,8 @@ import { LGraph, LGraphCanvas, LGraphGroup, LGraphNode, LiteGraph } from "@comfy
 
 import { Api, ApiError } from "./api.js";
 import {
-  FileProblem, downloadWorkflow, fetchDefaultWorkflow, pickFile, readWorkflowFile, storeWorkflow, storedWorkflow,
+  FileProblem, downloadWorkflow, fetchDefaultWorkflow, fitToCheckpoints, pickFile, readWorkflowFile, storeWorkflow,
+  storedWorkflow,
 } from "./files.js";
 import { installKeys, typingInto } from "./keys.js";
 import { definitionInputs, registerNodeTypes } from "./nodes.js";
@@ -193,7 +194,8 @@ export class Editor {
 
   async openDefault() {
     const workflow = await fetchDefaultWorkflow();
-    if (workflow) this.load(workflow, { name: "txt2img" });
+    const fetchJson = (route) => this.api.fetchJson(route);
+    if (workflow) this.load(await fitToCheckpoints(workflow, fetchJson), { name: "txt2img" });
     else this.load({}, { name: "untitled" });
   }
 

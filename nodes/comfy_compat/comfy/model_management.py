@@ -16,9 +16,9 @@ import os
 
 import torch
 
-from nodes.api import Interrupted
+from nodes.api import Interrupted, ServiceKey
 from nodes.comfy_compat import current_context
-from nodes.sd.devices import compute_device, dtype_policy
+from nodes.sd.devices import ModelManager, compute_device, dtype_policy
 
 
 class InterruptProcessingException(Interrupted):
@@ -32,7 +32,7 @@ def get_torch_device() -> torch.device:
     return manager.device if manager is not None else compute_device()
 
 
-def _manager_key() -> str:
+def _manager_key() -> ServiceKey[ModelManager]:
     from nodes.sd.handles import MANAGER_KEY  # diffusers behind it; loaded by then whenever a node runs
 
     return MANAGER_KEY

@@ -35,6 +35,8 @@ SamplerFn = Callable[..., torch.Tensor]
 
 @dataclass(frozen=True)
 class SamplerSpec:
+    """A ComfyUI sampler name, its function and KSampler's per-name rules (see the module doc)."""
+
     name: str
     fn: SamplerFn
     discard_penultimate: bool = False

@@ -35,6 +35,7 @@ def sample_dpmpp_2m(
     denoise_fn: DenoiseFn, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
+    """DPM-Solver++(2M): second-order multistep in log-σ, reusing the previous step's denoised (one call per step)."""
     old_denoised = None
     for i in range(len(sigmas) - 1):
         denoised = denoise_fn(x, batch_sigma(x, sigmas[i]))
@@ -57,6 +58,7 @@ def sample_dpmpp_2s_ancestral(
     callback: Callback | None = None, eta: float = 1.0, s_noise: float = 1.0,
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
+    """DPM-Solver++(2S) single-step second order down to σ_down, then fresh noise up to σ_up."""
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
     for i in range(len(sigmas) - 1):
         denoised = denoise_fn(x, batch_sigma(x, sigmas[i]))
@@ -87,6 +89,7 @@ def sample_dpmpp_sde(
     callback: Callback | None = None, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5,
     noise_sampler: NoiseSampler | None = None, cpu_tree: bool = True,
 ) -> torch.Tensor:
+    """DPM-Solver++ SDE: a second-order stochastic step with Brownian-tree noise (two calls per step)."""
     if len(sigmas) <= 1:
         return x
     noise_sampler = noise_sampler or _brownian(x, sigmas, seed, cpu_tree)
@@ -130,6 +133,7 @@ def sample_dpmpp_2m_sde(
     callback: Callback | None = None, eta: float = 1.0, s_noise: float = 1.0, solver_type: str = "midpoint",
     noise_sampler: NoiseSampler | None = None, cpu_tree: bool = True,
 ) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE: the multistep solver with Brownian-tree noise (`solver_type` midpoint or heun)."""
     if len(sigmas) <= 1:
         return x
     if solver_type not in ("heun", "midpoint"):
@@ -168,6 +172,7 @@ def sample_dpmpp_3m_sde(
     callback: Callback | None = None, eta: float = 1.0, s_noise: float = 1.0,
     noise_sampler: NoiseSampler | None = None, cpu_tree: bool = True,
 ) -> torch.Tensor:
+    """DPM-Solver++(3M) SDE: third-order multistep with Brownian-tree noise."""
     if len(sigmas) <= 1:
         return x
     noise_sampler = noise_sampler or _brownian(x, sigmas, seed, cpu_tree)

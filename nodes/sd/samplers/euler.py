@@ -22,6 +22,7 @@ def sample_euler(
     denoise_fn: DenoiseFn, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
+    """Euler's method on the probability-flow ODE: one model call per step, deterministic."""
     for i in range(len(sigmas) - 1):
         denoised = denoise_fn(x, batch_sigma(x, sigmas[i]))
         d = to_d(x, sigmas[i], denoised)
@@ -36,6 +37,7 @@ def sample_euler_ancestral(
     callback: Callback | None = None, eta: float = 1.0, s_noise: float = 1.0,
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
+    """Euler steps down to σ_down, then fresh noise up to σ_up (`eta` scales it; 0 is plain Euler)."""
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
     for i in range(len(sigmas) - 1):
         denoised = denoise_fn(x, batch_sigma(x, sigmas[i]))
@@ -54,6 +56,7 @@ def sample_heun(
     denoise_fn: DenoiseFn, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
+    """Heun's method: an Euler step corrected by the slope at its end (two calls a step, one on the last)."""
     for i in range(len(sigmas) - 1):
         denoised = denoise_fn(x, batch_sigma(x, sigmas[i]))
         d = to_d(x, sigmas[i], denoised)
@@ -74,6 +77,7 @@ def sample_dpm_2(
     denoise_fn: DenoiseFn, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
+    """DPM-Solver-2 (k-diffusion's midpoint variant): a step through the geometric midpoint σ (two calls per step)."""
     for i in range(len(sigmas) - 1):
         denoised = denoise_fn(x, batch_sigma(x, sigmas[i]))
         d = to_d(x, sigmas[i], denoised)
@@ -100,6 +104,7 @@ def sample_dpm_2_ancestral(
     callback: Callback | None = None, eta: float = 1.0, s_noise: float = 1.0,
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
+    """DPM-Solver-2 down to σ_down, then fresh noise up to σ_up."""
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
     for i in range(len(sigmas) - 1):
         denoised = denoise_fn(x, batch_sigma(x, sigmas[i]))

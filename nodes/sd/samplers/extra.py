@@ -16,6 +16,7 @@ def sample_lcm(
     denoise_fn: DenoiseFn, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int | None = None,
     callback: Callback | None = None, noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
+    """Latent consistency sampling: jump to the denoised estimate, then re-noise to the next σ with fresh noise."""
     noise_sampler = noise_sampler or default_noise_sampler(x, seed)
     for i in range(len(sigmas) - 1):
         denoised = denoise_fn(x, batch_sigma(x, sigmas[i]))

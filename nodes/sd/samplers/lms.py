@@ -37,6 +37,7 @@ def sample_lms(
     denoise_fn: DenoiseFn, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int | None = None,
     callback: Callback | None = None, order: int = 4,
 ) -> torch.Tensor:
+    """Linear multistep of `order` (4): past slopes weighted by integrals over each σ interval."""
     sigmas_cpu = sigmas.detach().cpu().numpy()
     ds: list[torch.Tensor] = []
     for i in range(len(sigmas) - 1):

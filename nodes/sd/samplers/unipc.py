@@ -104,6 +104,7 @@ def sample_unipc(
     denoise_fn: DenoiseFn, x: torch.Tensor, sigmas: torch.Tensor, *, seed: int | None = None,
     callback: Callback | None = None, variant: str = "bh1",
 ) -> torch.Tensor:
+    """UniPC (bh1): predictor-corrector multistep in log-σ, one model call per step."""
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
     if len(sigmas) <= 1:
@@ -130,4 +131,5 @@ def sample_unipc(
 
 
 def sample_unipc_bh2(denoise_fn, x, sigmas, *, seed=None, callback=None):
+    """UniPC with the bh2 variant of its B(h) coefficient."""
     return sample_unipc(denoise_fn, x, sigmas, seed=seed, callback=callback, variant="bh2")

@@ -265,8 +265,8 @@ def test_fingerprint_follows_the_named_files(files, tmp_path):
     assert library.fingerprint("a plain prompt") is None
     before = library.fingerprint("a (embedding:style:1.2) and embedding:gone")
     stat = (folder / "style.safetensors").stat()
-    assert before == [["style.safetensors", stat.st_size, stat.st_mtime_ns], ["gone", None]]
-    assert library.fingerprint(None) == [["style.safetensors", stat.st_size, stat.st_mtime_ns]]
+    assert before == [["style.safetensors", stat.st_size, stat.st_mtime_ns, stat.st_ino], ["gone", None]]
+    assert library.fingerprint(None) == [["style.safetensors", stat.st_size, stat.st_mtime_ns, stat.st_ino]]
     assert library.fingerprint("a embedding:../x") == ["refused path"]
     assert library.vectors(folder / "style.safetensors", "l", L_WIDTH).shape == (2, L_WIDTH)
     save_file({"emb_params": _vectors(3, L_WIDTH, 2)}, folder / "style.safetensors")

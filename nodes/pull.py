@@ -103,6 +103,8 @@ def safe_name(name: str) -> str:
     """`name` as safe relative parts ending in a model file name, or PullError."""
     parts = [re.sub(r"[^\w.+-]", "_", p).lstrip(".") for p in name.replace("\\", "/").split("/")]
     parts = [p for p in parts if p]
+    if any(len(p.encode()) > 200 for p in parts):
+        raise PullError(f"{name!r} has a part longer than 200 bytes: give a shorter --name")
     if not parts or not parts[-1].lower().endswith(MODEL_EXTENSIONS):
         raise PullError(f"{name!r} is not a model file name (one of {', '.join(MODEL_EXTENSIONS)}): give --name")
     return "/".join(parts)

@@ -11,6 +11,7 @@ answers a duplicate name with ComfyUI's `{"error": "Duplicate username."}`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import mimetypes
 from pathlib import Path
 from typing import Annotated, Any, Callable, TypeVar
@@ -25,6 +26,8 @@ from server.state import USERDATA
 from server.userdata import DuplicateUserError, UnknownUserError, UserData, file_info
 
 T = TypeVar("T")
+#: a name the file system cannot take (too long, a file where a folder should be, bytes it refuses): the client's
+BAD_NAME_ERRNOS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EINVAL, errno.EILSEQ)
 OnlyTrue = Annotated[bool, BeforeValidator(lambda v: str(v).lower() == "true")]
 UnlessFalse = Annotated[bool, BeforeValidator(lambda v: str(v).lower() != "false")]
 
@@ -92,6 +95,10 @@ async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
                        f"{exc.args[0]!r} exists; pass overwrite=true") from None
     except IsADirectoryError as exc:
         raise ApiError(409, "is_directory", "A folder has this name", f"{exc.args[0]!r} is a folder") from None
+    except OSError as exc:
+        if exc.errno not in BAD_NAME_ERRNOS:
+            raise
+        raise ApiError(400, "invalid_path", "Invalid file name", exc.strerror or str(exc)) from None
 
 
 def _file_param(request: web.Request, name: str = "file") -> str:

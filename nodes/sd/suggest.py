@@ -13,7 +13,7 @@ from typing import Any
 
 from nodes.sd.errors import CheckpointError
 
-FAMILY_SIZES = {"sd1": 512, "sd2": 512, "sdxl": 1024}
+FAMILY_SIZES = {"sd1": 512, "sd2": 512, "sdxl": 1024, "sdxl_refiner": 1024}
 V_PREDICTION_SIZES = {"sd2": 768}
 TINY_SIZE = 64
 SD_WIDTH = 320  # the first UNet level's channels in every released SD1.x/SD2.x/SDXL model

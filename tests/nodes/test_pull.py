@@ -157,6 +157,8 @@ def test_names_stay_in_their_folder(server, paths, hashes):
     assert safe_name("..\\a b\\.hidden.ckpt") == "a_b/hidden.ckpt"
     with pytest.raises(PullError, match="not a model file name"):
         safe_name("model.exe")
+    with pytest.raises(PullError, match="longer than 200 bytes"):
+        safe_name("x" * 300 + ".safetensors")
     server.files["..%2F..%2Fevil.safetensors"] = DATA
     pulled = pull(paths, hashes, "checkpoints", resolve_source(f"{server.url}/files/..%2F..%2Fevil.safetensors"))
     assert pulled.path == paths.models("checkpoints") / "evil.safetensors"

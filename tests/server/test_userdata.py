@@ -104,3 +104,12 @@ async def test_concurrent_setting_updates_lose_nothing(client, data_dir):
     assert await (await client.get("/settings")).json() == {f"k{i}": i for i in range(20)}
     leftovers = [p.name for p in (data_dir / "user" / "default").iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+async def test_a_name_the_file_system_refuses_is_a_client_error(client):
+    too_long = "x" * 300 + ".json"
+    resp = await client.post(f"/userdata/{too_long}", data=b"{}")
+    assert resp.status == 400 and (await resp.json())["error"]["type"] == "invalid_path"
+    assert (await client.post("/userdata/a.json", data=b"{}")).status == 200
+    resp = await client.post("/userdata/a.json%2Fb.json", data=b"{}")   # a file where a folder should be
+    assert resp.status in (400, 409)

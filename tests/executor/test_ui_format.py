@@ -167,7 +167,8 @@ def files_env(tmp_path_factory):
     env = Environment(DataPaths(tmp_path_factory.mktemp("data")))
     files = {"checkpoints": ["tiny.safetensors", "v1-5-pruned-emaonly.safetensors", "512-inpainting-ema.safetensors",
                              "v2-1_768-ema-pruned.safetensors", "sd_xl_base_1.0.safetensors",
-                             "sd_xl_refiner_1.0.safetensors"],
+                             "sd_xl_refiner_1.0.safetensors", "dreamshaper_8.safetensors",
+                             "sd_xl_turbo_1.0_fp16.safetensors"],
              "loras": ["epiNoiseoffset_v2.safetensors", "theovercomer8sContrastFix_sd15.safetensors"]}
     for folder, names in files.items():
         for name in names:

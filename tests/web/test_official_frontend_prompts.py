@@ -1,6 +1,7 @@
 """ComfyUI's own frontend is the oracle for our UI-format converter (issue 9, item 1).
 
-Each UI-format fixture (the classic example workflows, seed controls, bypass by type, a nested subgraph) is loaded
+Each UI-format fixture (the classic example workflows, ComfyUI's default graph, seed controls, bypass by type and
+by mode, reroutes and primitives, a nested subgraph) is loaded
 into the newest official frontend with `app.loadGraphData(doc)`; `(await app.graphToPrompt()).output` is the API
 prompt ComfyUI's frontend would queue. `executor.ui_format.ui_to_api` must give the same prompt: the same node ids,
 and per node the same `class_type` and `inputs`. The server's data folder holds every model file and input image
@@ -14,6 +15,10 @@ the list is one short and leaves the control out. `subgraph_nested.json` links a
 canvas to a subgraph node's promoted `text` widget: the newest frontend does not carry the primitive's value across
 the subgraph boundary (the primitive is virtual and its link resolves to nothing), so it queues the inner node's own
 text; we give the primitive's value, as the frontend does for a primitive linked to any other node.
+`virtual_nodes.json` links a legacy PrimitiveNode to PreviewAny's `source`, a plain input with no widget: the
+frontend applies a primitive to widgets only and queues no `source` (which ComfyUI then refuses); we pass the value.
+`bypass_mute.json` has an EmptyLatentImage whose `widgets_values` is an object by widget name (as some extensions
+write it): the frontend reads only lists and queues the defaults; we read it by name.
 
 Found by this test and fixed in the converter: the newest frontend renumbers subgraph nodes whose ids clash with
 another node's when it loads a file (`executor/ui_format/node_ids.py`), so their flattened ids (`10:31`) are its ones.
@@ -24,7 +29,6 @@ imported from test_official_frontend.py uses it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -32,13 +36,16 @@ from tests.executor.test_ui_format import FILES, write_named_files
 from tests.web.test_official_frontend import FRONTENDS, NEW, OfficialServer, comfy, open_app  # noqa: F401
 
 CASES = sorted(p.name for p in FILES.glob("classic_*.json")) + [
-    "seed_controls.json", "bypass_by_type.json", "subgraph_nested.json"]
+    "seed_controls.json", "bypass_by_type.json", "subgraph_nested.json", "bypass_mute.json", "virtual_nodes.json",
+    "default_graph.json"]
 # (file, node id) → (what the frontend queues there, what we do): see above
 DELIBERATE = {
     ("seed_controls.json", "4"): lambda theirs, ours: isinstance(theirs["cfg"], str) and ours["cfg"] == 8,
     ("seed_controls.json", "7"): lambda theirs, ours: isinstance(theirs["cfg"], str) and ours["cfg"] == 8,
     ("subgraph_nested.json", "10:31"): lambda theirs, ours: (theirs["text"], ours["text"]) == (
         "replaced by the primitive outside", "a castle"),
+    ("virtual_nodes.json", "6"): lambda theirs, ours: (theirs, ours) == ({}, {"source": "a shared prompt"}),
+    ("bypass_mute.json", "7"): lambda theirs, ours: (theirs["width"], ours["width"]) == (512, 64),
 }
 
 

@@ -85,7 +85,8 @@ def env(tmp_path_factory):
     width = tiny.tiny_spec("sd1").text_encoders["l"].hidden_size
     generator = torch.Generator().manual_seed(0)
     for name, count in EMBEDDINGS.items():
-        save_file({"emb_params": torch.randn(count, width, generator=generator) * 0.4}, embeddings / f"{name}.safetensors")
+        vectors = torch.randn(count, width, generator=generator) * 0.4  # the tiny token table's scale
+        save_file({"emb_params": vectors}, embeddings / f"{name}.safetensors")
     paths.input.mkdir(parents=True, exist_ok=True)
     for name in ("example.png", "yosemite_inpaint_example.png"):  # a transparent disc: the inpainting mask
         image = Image.new("RGBA", (64, 64), (90, 140, 200, 255))

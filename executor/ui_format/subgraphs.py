@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from executor.ui_format.document import (BYPASSED, MUTED, SUBGRAPH_INPUT, SUBGRAPH_OUTPUT, UiLink, input_name,
                                          is_id, malformed, read_definitions, read_links, read_nodes)
+from executor.ui_format.node_ids import renumber_clashing_inner_ids
 
 MAX_DEPTH = 32
 MAX_NODES = 100_000   # subgraphs nest: a small file can stand for more nodes than anyone runs
@@ -37,6 +38,7 @@ class FlatGraph:
 
 
 def flatten(doc: Mapping[str, Any]) -> FlatGraph:
+    doc = renumber_clashing_inner_ids(doc)
     definitions = read_definitions(doc)
     flat = FlatGraph()
     _expand(doc, "", _Boundary([], {}), definitions, flat, ())

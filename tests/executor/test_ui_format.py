@@ -109,7 +109,8 @@ def test_unknown_types_are_all_named(registry):
     error = caught.value
     assert error.type == "invalid_prompt"
     assert error.message == "Cannot convert: unknown node type(s) WAS_Image_Blend, YetAnotherMissingNode"
-    assert error.details == "WAS_Image_Blend: node(s) 2, 3; YetAnotherMissingNode: node(s) 4:1"  # inside a subgraph
+    # inside a subgraph; its inner id 1 clashes with root node 1, so it runs as the frontend renumbers it
+    assert error.details == "WAS_Image_Blend: node(s) 2, 3; YetAnotherMissingNode: node(s) 4:6"
 
 
 def test_bypass_without_matching_input_and_dangling_links_are_noted(registry):
@@ -159,24 +160,33 @@ def test_cli_runs_and_validates_ui_format(tmp_path):
 EXPECTED = sorted(p.stem for p in (FILES / "expected").glob("*.json"))  # a case per file, its API prompt beside
 
 
-@pytest.fixture(scope="module")
-def files_env(tmp_path_factory):
-    """A data folder holding every file the classic workflows name (validation checks names, not contents)."""
+MODEL_FILES = {"checkpoints": ["tiny.safetensors", "v1-5-pruned-emaonly.safetensors", "512-inpainting-ema.safetensors",
+                               "v2-1_768-ema-pruned.safetensors", "sd_xl_base_1.0.safetensors",
+                               "sd_xl_refiner_1.0.safetensors", "dreamshaper_8.safetensors",
+                               "sd_xl_turbo_1.0_fp16.safetensors"],
+               "loras": ["epiNoiseoffset_v2.safetensors", "theovercomer8sContrastFix_sd15.safetensors"]}
+INPUT_IMAGES = ["example.png", "yosemite_inpaint_example.png"]
+
+
+def write_named_files(paths: DataPaths) -> None:
+    """Every model file and input image the fixtures name, empty or 8×8 (validation checks names, not contents)."""
     from PIL import Image
 
-    env = Environment(DataPaths(tmp_path_factory.mktemp("data")))
-    files = {"checkpoints": ["tiny.safetensors", "v1-5-pruned-emaonly.safetensors", "512-inpainting-ema.safetensors",
-                             "v2-1_768-ema-pruned.safetensors", "sd_xl_base_1.0.safetensors",
-                             "sd_xl_refiner_1.0.safetensors"],
-             "loras": ["epiNoiseoffset_v2.safetensors", "theovercomer8sContrastFix_sd15.safetensors"]}
-    for folder, names in files.items():
+    for folder, names in MODEL_FILES.items():
         for name in names:
-            path = env.paths.models(folder) / name
+            path = paths.models(folder) / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"")
-    env.paths.input.mkdir(parents=True, exist_ok=True)
-    for name in ("example.png", "yosemite_inpaint_example.png"):
-        Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(env.paths.input / name)
+    paths.input.mkdir(parents=True, exist_ok=True)
+    for name in INPUT_IMAGES:
+        Image.new("RGBA", (8, 8), (10, 20, 30, 0)).save(paths.input / name)
+
+
+@pytest.fixture(scope="module")
+def files_env(tmp_path_factory):
+    """A data folder holding every file the classic workflows name."""
+    env = Environment(DataPaths(tmp_path_factory.mktemp("data")))
+    write_named_files(env.paths)
     return env
 
 
@@ -307,3 +317,22 @@ def test_linked_widgets_without_values_are_not_noted_as_defaulted_and_null_links
                                                 "text_g": "from the primitive", "text_l": ""}
     assert conversion.notes == ["node 3 (CLIPTextEncodeSDXL): no widget value for width, height, crop_w, crop_h, "
                                 "target_width, target_height, text_l; the default(s) used"]
+
+
+def test_clashing_inner_ids_are_renumbered_after_the_last_id_as_the_frontend_loads_them():
+    from executor.ui_format.node_ids import renumber_clashing_inner_ids
+
+    doc = {"last_node_id": 7, "nodes": [{"id": 1, "type": "A"}, {"id": 2, "type": "sub-a",
+                                         "properties": {"proxyWidgets": [["1", "text"], ["-1", "seed"]]}}],
+           "links": [], "definitions": {"subgraphs": [
+               {"id": "sub-a", "nodes": [{"id": 1}, {"id": 9}], "links": [{"id": 1, "origin_id": 1, "target_id": 9}]},
+               {"id": "sub-b", "nodes": [{"id": 3}, {"id": 9}], "links": [[1, 3, 0, 9, 0, "X"]]}]}}
+    out = renumber_clashing_inner_ids(doc)
+    first, second = out["definitions"]["subgraphs"]
+    assert [n["id"] for n in first["nodes"]] == [8, 9]  # 1 is a root node's: the next after last_node_id
+    assert first["links"] == [{"id": 1, "origin_id": 8, "target_id": 9}]
+    assert [n["id"] for n in second["nodes"]] == [3, 10]  # 9 was taken inside sub-a, and raised the last id
+    assert second["links"] == [[1, 3, 0, 10, 0, "X"]]
+    assert out["nodes"][1]["properties"]["proxyWidgets"] == [["8", "text"], ["-1", "seed"]]
+    assert doc["definitions"]["subgraphs"][0]["nodes"][0]["id"] == 1  # the input is left as it was
+    assert renumber_clashing_inner_ids({"nodes": [{"id": 1}], "links": []}) == {"nodes": [{"id": 1}], "links": []}

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from executor.queue import HISTORY_MAX
+from nodes.precision import Precision
 
 AUTH_TOKEN_ENV = "LATENTLOOM_AUTH_TOKEN"
 DEFAULT_MAX_UPLOAD = 100 * 1024 * 1024  # ComfyUI's --max-upload-size default (100 MB)
@@ -65,6 +66,7 @@ class ServerConfig:
     cors_origin: str | None = None  # --enable-cors-header [ORIGIN]: CORS headers instead of the origin check
     compress: bool = False  # --enable-compress-response-body: gzip JSON and text responses
     allow_model_pull: bool = False  # --allow-model-pull: POST /models/pull beyond loopback (with a token)
+    precision: Precision = field(default_factory=Precision)  # --precision and the per-model dtype flags
 
     @property
     def loopback_only(self) -> bool:
@@ -96,4 +98,5 @@ class ServerConfig:
             cors_origin=getattr(args, "enable_cors_header", None),
             compress=bool(getattr(args, "enable_compress_response_body", False)),
             allow_model_pull=bool(getattr(args, "allow_model_pull", False)),
+            precision=Precision.from_args(args),
         )

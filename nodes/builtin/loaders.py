@@ -44,7 +44,7 @@ class CheckpointLoaderSimple(Node):
 
     def run(self, ctx: Context) -> CheckpointOutputs:
         path = ctx.env.paths.resolve(ctx.env.paths.models("checkpoints"), self.ckpt_name)
-        loaded = load_model(path, allow_pickle=ctx.env.allow_pickle)
+        loaded = load_model(path, allow_pickle=ctx.env.allow_pickle, dtype=ctx.env.precision.policy())
         manager = model_manager(ctx.env)
         clip = ClipHandle(TextEncoder(loaded.family, loaded.text_encoders), manager,
                           self.ckpt_name)
@@ -64,8 +64,8 @@ class VAELoader(Node):
 
     def run(self, ctx: Context) -> Vae:
         path = ctx.env.paths.resolve(ctx.env.paths.models("vae"), self.vae_name)
-        return VaeHandle(load_vae_file(path, allow_pickle=ctx.env.allow_pickle), model_manager(ctx.env),
-                         self.vae_name)
+        vae = load_vae_file(path, allow_pickle=ctx.env.allow_pickle, dtype=ctx.env.precision.policy())
+        return VaeHandle(vae, model_manager(ctx.env), self.vae_name)
 
     @classmethod
     def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:

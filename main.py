@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-pickle", action="store_true",
                         help="let loaders read pickle model files (.ckpt, .pt): only for files you trust")
     add_precision_arguments(parser)
+    parser.add_argument("--compile", action="store_const", const="inductor", default=None,
+                        help="torch.compile the UNet and the VAE decoder (the first image of each size compiles; "
+                             "eager where compiling fails)")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the HTTP/websocket server and the editor")
     serve.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -79,7 +82,8 @@ def make_environment(args: argparse.Namespace):
     from nodes.api import Environment
     from nodes.paths import DataPaths
 
-    return Environment(DataPaths(args.data_dir), allow_pickle=args.allow_pickle, precision=Precision.from_args(args))
+    return Environment(DataPaths(args.data_dir), allow_pickle=args.allow_pickle, precision=Precision.from_args(args),
+                       compile=args.compile)
 
 
 def precision_hint(precision: Precision) -> None:

@@ -159,6 +159,7 @@ class Environment:
     previews: bool = False  # whether nodes should produce live preview images (they cost time)
     allow_pickle: bool = False  # whether loaders may unpickle .ckpt/.pt files (code can hide in a pickle)
     precision: Precision = field(default_factory=Precision)  # the dtypes loaders give models (--precision, …)
+    compile: Any = None  # torch.compile backend for UNets and VAE decoding (--compile: "inductor"); None: eager
 
 
 class Context:

@@ -63,7 +63,8 @@ def create_app(config: ServerConfig | None = None, registry: Registry | None = N
     app[REGISTRY] = registry
     app[PLUGINS] = plugins if plugins is not None else Plugins()
     app[ENV] = Environment(DataPaths(config.data_dir), previews=config.preview,
-                           allow_pickle=config.allow_pickle, precision=config.precision)
+                           allow_pickle=config.allow_pickle, precision=config.precision,
+                           compile=config.compile)
     app[HUB] = Hub(config.max_upload_size)
     routes = api_routes()
     add_routes(app, routes)

@@ -67,6 +67,7 @@ class ServerConfig:
     compress: bool = False  # --enable-compress-response-body: gzip JSON and text responses
     allow_model_pull: bool = False  # --allow-model-pull: POST /models/pull beyond loopback (with a token)
     precision: Precision = field(default_factory=Precision)  # --precision and the per-model dtype flags
+    compile: str | None = None  # --compile: the torch.compile backend for UNets and VAE decoding (None: eager)
 
     @property
     def loopback_only(self) -> bool:
@@ -98,5 +99,5 @@ class ServerConfig:
             cors_origin=getattr(args, "enable_cors_header", None),
             compress=bool(getattr(args, "enable_compress_response_body", False)),
             allow_model_pull=bool(getattr(args, "allow_model_pull", False)),
-            precision=Precision.from_args(args),
+            precision=Precision.from_args(args), compile=getattr(args, "compile", None),
         )

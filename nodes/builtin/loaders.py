@@ -5,6 +5,7 @@ from typing import Annotated, Any, NamedTuple
 
 from nodes.api import Context, Environment, Input, Node, node
 from nodes.sd.checkpoint import load_model, load_vae_file
+from nodes.sd.compile import compile_model
 from nodes.sd.handles import ClipHandle, ModelHandle, VaeHandle, model_manager
 from nodes.sd.lora import apply_lora
 from nodes.sd.text_encoder import TextEncoder
@@ -45,6 +46,10 @@ class CheckpointLoaderSimple(Node):
     def run(self, ctx: Context) -> CheckpointOutputs:
         path = ctx.env.paths.resolve(ctx.env.paths.models("checkpoints"), self.ckpt_name)
         loaded = load_model(path, allow_pickle=ctx.env.allow_pickle, dtype=ctx.env.precision.policy())
+        if ctx.env.compile is not None:
+            compile_model(loaded.unet, backend=ctx.env.compile)
+            if loaded.vae is not None:
+                compile_model(loaded.vae, "decode", backend=ctx.env.compile)
         manager = model_manager(ctx.env)
         clip = ClipHandle(TextEncoder(loaded.family, loaded.text_encoders), manager,
                           self.ckpt_name)

@@ -15,7 +15,9 @@ other work only slows a run down):
   × it/s, over a bf16 matmul peak measured in the same run (8192³ `torch.matmul`);
 - peak VRAM: `torch.cuda.max_memory_allocated` during the run;
 - time to first image: a fresh Python process from its start to the first decoded image (imports, load, encode,
-  sample, decode); diffusers' loads the same file with `from_single_file` (local config folder, offline).
+  sample, decode); diffusers' loads the same file with `from_single_file` (local config folder, offline);
+- ours with `--compile` too (a second copy of the modules through `nodes.sd.compile`, inductor), its compilation
+  in the warm-up run of each batch size (not in the time to first image).
 Writes --out (JSON) and prints a table.
 
     python bench/gpu.py [--out gpu-bench.json] [--repeat 2] [--cache-dir DIR]
@@ -164,13 +166,20 @@ def measure_run(run, device, size: int, steps: int, batch: int) -> dict:
             "images": list(images.shape)}
 
 
-def throughput(path: Path, device, shape: dict, repeat: int) -> dict:
+def throughput(path: Path, device, shape: dict, repeat: int, compile_backend: str | None) -> dict:
+    from nodes.sd.compile import compile_model
+
     loaded = load(path, device)
     runs = engines(loaded, device)
-    for run in runs.values():  # warm-up: kernels, allocator, cuDNN autotuning
-        run(shape["size"], 2, 1, lambda: None)
+    if compile_backend is not None:  # a second copy of the modules, compiled as `--compile` does
+        compiled = load(path, device)
+        compile_model(compiled.unet, backend=compile_backend)
+        compile_model(compiled.vae, "decode", backend=compile_backend)
+        runs["ours --compile"] = engines(compiled, device)["ours"]
     results = {}
     for batch in shape["batches"]:
+        for run in runs.values():  # warm-up at this batch: kernels, allocator, autotuning, compilation
+            run(shape["size"], 2, batch, lambda: None)
         flops = unet_step_flops(loaded, device, shape["size"], batch)
         best: dict[str, dict] = {}
         for _ in range(repeat):  # alternating, so that other work on the machine falls on both
@@ -222,14 +231,16 @@ def report(result: dict) -> None:
     shape = result["shape"]
     print(f"\n{result['device']}: SD1.5 {shape['size']}x{shape['size']}, {shape['steps']} steps, cfg {CFG}, "
           f"dtypes {result['dtypes']}; bf16 matmul peak {result['matmul_peak'] / 1e12:.3g} TFLOP/s")
-    print(f"{'batch':>5} {'engine':<10}{'it/s':>8}{'images/s':>10}{'UNet MFU':>10}{'peak VRAM GiB':>15}")
+    print(f"{'batch':>5} {'engine':<15}{'it/s':>8}{'images/s':>10}{'UNet MFU':>10}{'peak VRAM GiB':>15}")
     for batch, row in result["throughput"].items():
-        for name in ("ours", "diffusers"):
+        for name in [key for key in row if key != "unet_step_flops"]:
             r = row[name]
             mfu = row["unet_step_flops"] * r["it_s"] / result["matmul_peak"]
             vram = f"{r['peak_vram'] / 2**30:.2f}" if r["peak_vram"] is not None else "-"
-            print(f"{batch:>5} {name:<10}{r['it_s']:8.2f}{r['images_s']:10.3f}{mfu:10.1%}{vram:>15}")
-        print(f"{'':>5} ours / diffusers it/s: {row['ours']['it_s'] / row['diffusers']['it_s']:.2f}")
+            print(f"{batch:>5} {name:<15}{r['it_s']:8.2f}{r['images_s']:10.3f}{mfu:10.1%}{vram:>15}")
+        print(f"{'':>5} ours / diffusers it/s: {row['ours']['it_s'] / row['diffusers']['it_s']:.2f}"
+              + (f", with --compile {row['ours --compile']['it_s'] / row['diffusers']['it_s']:.2f}"
+                 if "ours --compile" in row else ""))
     ttfi = result["first_image_s"]
     print(f"time to first image (fresh process): ours {ttfi['ours']:.1f} s, diffusers {ttfi['diffusers']:.1f} s")
 
@@ -242,18 +253,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="alternating runs per measurement")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "latentloom-bench")
     parser.add_argument("--dry-run", action="store_true", help="tiny model on the CPU (a smoke test)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the `--compile` variant of ours")
     args = parser.parse_args()
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("no CUDA device (use --dry-run for the CPU smoke test)")
     device = torch.device("cpu") if args.dry_run else torch.device("cuda", 0)
     shape = DRY if args.dry_run else FULL
     path, _ = prepare(args.cache_dir, tiny=args.dry_run)
+    # inductor on a GPU; the dry run only checks the wiring, with dynamo's capture and no code generation (inductor
+    # takes minutes to compile even the tiny UNet on a CPU)
+    backend = None if args.no_compile else "aot_eager" if args.dry_run else "inductor"
     from nodes.identity import dtype_names
     from nodes.precision import Precision
 
     result = {"device": device_name(device), "shape": shape, "torch": torch.__version__,
               "dtypes": dtype_names(Precision().policy(device)), "matmul_peak": matmul_peak(device, shape["matmul"]),
-              "throughput": throughput(path, device, shape, args.repeat),
+              "compile_backend": backend, "throughput": throughput(path, device, shape, args.repeat, backend),
               "first_image_s": {which: first_image(which, path, device, shape) for which in ("ours", "diffusers")}}
     args.out.write_text(json.dumps(result, indent=2))
     report(result)

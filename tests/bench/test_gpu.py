@@ -21,9 +21,9 @@ def test_dry_run_measures_both_engines_and_writes_json(tmp_path):
     assert result["device"].startswith("cpu") and result["matmul_peak"] > 0
     for batch, row in result["throughput"].items():
         assert row["unet_step_flops"] > 0
-        for engine in ("ours", "diffusers"):
+        for engine in ("ours", "diffusers", "ours --compile"):
             # a whole batch of 64×64 RGB images (ours channels-last, diffusers' "pt" output channels-first)
             assert row[engine]["it_s"] > 0 and row[engine]["images"][0] == int(batch)
             assert sorted(row[engine]["images"][1:]) == [3, 64, 64]
     assert set(result["first_image_s"]) == {"ours", "diffusers"}
-    assert "ours / diffusers it/s" in done.stdout
+    assert "ours / diffusers it/s" in done.stdout and result["compile_backend"] == "aot_eager"

@@ -1,6 +1,7 @@
 """latentloom command line: `serve`, `run`, `validate`, `nodes`, `reproduce`.
 
     python main.py serve [--listen 127.0.0.1] [--port 8188] [--data-dir data]
+    python main.py --precision bf16 run WORKFLOW.json   # also --fp16-unet, --bf16-vae, --fp32-text-enc, …
     python main.py run WORKFLOW.json        # headless; exit 1 on invalid input, 2 on a failed run
     python main.py validate WORKFLOW.json   # prints the validation report; exit 1 when not clean
     python main.py nodes                    # node types with their inputs and outputs
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.paths import DATA_DIR_ENV
+from nodes.precision import Precision, add_precision_arguments
 
 
 def global_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
@@ -38,6 +40,10 @@ def global_options(parser: argparse.ArgumentParser, default: Any = None) -> None
                              "(default 0: memory only)")
     parser.add_argument("--allow-pickle", action="store_true", default=pick(False),
                         help="let loaders read pickle model files (.ckpt, .pt): only for files you trust")
+    add_precision_arguments(parser, suppress=default is not None)
+    parser.add_argument("--compile", action="store_const", const="inductor", default=pick(None),
+                        help="torch.compile the UNet and the VAE decoder (the first image of each size compiles; "
+                             "eager where compiling fails)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,7 +119,18 @@ def make_environment(args: argparse.Namespace):
     from nodes.paths import DataPaths
     from server.config import extra_models
 
-    return Environment(DataPaths(args.data_dir, extra_models(args.extra_model_paths)), allow_pickle=args.allow_pickle)
+    return Environment(DataPaths(args.data_dir, extra_models(args.extra_model_paths)), allow_pickle=args.allow_pickle,
+                       precision=Precision.from_args(args), compile=args.compile)
+
+
+def precision_hint(precision: Precision) -> None:
+    """Say once, at start, when this CPU would run faster in bf16 than in the fp32 it is about to use."""
+    from nodes.precision import bf16_hint, cpu_flags
+    from nodes.sd.devices import compute_device
+
+    hint = bf16_hint(precision, compute_device().type, cpu_flags())
+    if hint is not None:
+        print(f"note: {hint}", file=sys.stderr)
 
 
 def make_registry(args: argparse.Namespace, env):
@@ -175,6 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from executor.run import DEFAULT_CACHE_BYTES, Executor
 
     env = make_environment(args)
+    precision_hint(env.precision)
     admitted = admit_file(args, env, sys.stderr, args.target)
     if admitted is None:
         return 1
@@ -361,6 +379,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.demo_if_empty and not make_environment(args).paths.model_files("checkpoints"):
         cmd_demo_checkpoint(args)
+    precision_hint(Precision.from_args(args))
     return serve(args)
 
 

@@ -1,10 +1,7 @@
 """Checkpoint loading and sampling speed on a full-size SD1.5 architecture: ours against diffusers.
 
-No real weights exist here, so the script writes a random-weight checkpoint with SD1.5's exact architecture:
-modules built on the meta device from `nodes.sd.configs` (no memory, no initialisation), renamed to the original
-single-file layout with the conversion `nodes.sd.tiny` uses, filled with cheap fp16 random values (scaled by
-1/sqrt(fan-in) so activations stay finite; norms 1, biases 0) and saved as one fp16 safetensors file (~2 GB).
-It is cached (with a diffusers config folder for the same model) under --cache-dir, so reruns skip that.
+No real weights exist here, so the script writes a random-weight checkpoint with SD1.5's exact architecture
+(`bench/random_checkpoint.py`), cached under --cache-dir with a diffusers config folder, so reruns skip that.
 
 Measured, each load in a fresh subprocess so that its peak RSS (VmHWM) is its own:
 - load: `nodes.sd.checkpoint.load_checkpoint(path)` (CPU policy: fp32) against diffusers'
@@ -12,15 +9,16 @@ Measured, each load in a fresh subprocess so that its peak RSS (VmHWM) is its ow
   torch_dtype=float32)` (the local config folder keeps diffusers off the hub), and against the floor of any
   fp32 loader (read every tensor, convert it to fp32, nothing else); wall and CPU seconds and peak RSS, the
   best of --repeat alternating runs. Goals: ≥ 2× faster than diffusers, peak RSS ≤ 1.3× the fp32 model size.
-- sampling: seconds per step (cfg 7, euler) at each --sizes, `nodes.sd.ksampler.sample` on the UNet we loaded
-  with our conditioning, against `StableDiffusionPipeline` built from the same modules; one subprocess, runs
+- sampling: seconds per step (cfg 7, euler) at each --sizes and in each --precisions (fp32, bf16: every module in
+  that dtype), `nodes.sd.ksampler.sample` on the UNet we loaded with our conditioning, against `StableDiffusionPipeline` built from the same modules; one subprocess, runs
   alternating, the fastest step-to-step interval of all runs (the first step, which pays warm-up, is not
   counted; contention from other users only ever lengthens a step).
   Goal: no slower than diffusers.
 
 Machines are shared: the ratios mean more than the absolute numbers.
 
-    .venv/bin/python bench/sampling.py [--cache-dir DIR] [--repeat 2] [--steps 5] [--sizes 64 256] [--tiny]
+    .venv/bin/python bench/sampling.py [--cache-dir DIR] [--repeat 2] [--steps 5] [--sizes 64 256]
+                                  [--precisions fp32 bf16] [--tiny]
 
 --tiny runs the whole script on the tiny test architecture in seconds (a smoke test of the script itself).
 """
@@ -38,126 +36,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.random_checkpoint import GIB, prepare, sd_scheduler  # noqa: E402 (after the path insert)
+
 PROMPT, NEGATIVE = "a watercolor painting of a lighthouse at dawn", "blurry, low quality"
 SEED, CFG = 42, 7.0
-GIB = 1024**3
-
-
-# ----------------------------------------------------------------------------------------------- the model file
-
-def model_shapes(tiny: bool):
-    """UNet, VAE and CLIP-L shapes: SD1.5's, or the tiny test architecture's."""
-    from nodes.sd import configs
-    from nodes.sd.tiny import tiny_spec
-
-    if tiny:
-        spec = tiny_spec("sd1")
-        return spec.unet, spec.vae, spec.text_encoders["l"]
-    return configs.SD1_UNET, configs.SD_VAE, configs.CLIP_L
-
-
-def component_configs(tiny: bool) -> tuple[dict, dict, object]:
-    """diffusers / transformers configs of the benchmarked model (UNet dict, VAE dict, CLIPTextConfig)."""
-    from nodes.sd import configs
-
-    unet, vae, clip = model_shapes(tiny)
-    return configs.unet_config("sd1", unet), configs.vae_config("sd1", vae), configs.clip_text_config("l", clip)
-
-
-def meta_models(tiny: bool):
-    """The model's modules on the meta device, as `TinyModels` so that tiny.py's key conversion applies."""
-    from accelerate import init_empty_weights
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    from nodes.sd.families import family_spec
-    from nodes.sd.tiny import TinyModels, TinySpec
-
-    unet_config, vae_config, clip_config = component_configs(tiny)
-    with init_empty_weights():
-        unet = UNet2DConditionModel.from_config(unet_config)
-        vae = AutoencoderKL.from_config(vae_config)
-        clip = CLIPTextModel(clip_config)
-    shapes = model_shapes(tiny)
-    spec = TinySpec(family_spec("sd1"), shapes[0], shapes[1], {"l": shapes[2]})
-    return TinyModels(spec, unet, vae, {"l": clip})
-
-
-def random_like(name: str, meta, generator):
-    """Random fp16 values of `meta`'s shape: N(0, 1/fan-in) weights, 0.02 embeddings, norm weights 1, biases 0."""
-    import torch
-
-    if not meta.is_floating_point():
-        return meta  # position_ids: real values already
-    if meta.dim() == 1:
-        return (torch.zeros if name.endswith("bias") else torch.ones)(meta.shape, dtype=torch.float16)
-    fan_in = meta[0].numel()
-    std = 0.02 if "embedding" in name else fan_in**-0.5
-    return torch.empty(meta.shape, dtype=torch.float16).normal_(0.0, std, generator=generator)
-
-
-def write_checkpoint(path: Path, tiny: bool) -> None:
-    """Write the random-weight original-layout fp16 single file (atomically: a partial file is never reused)."""
-    import torch
-    from safetensors.torch import save_file
-
-    from nodes.sd.tiny import original_state_dict
-
-    generator = torch.Generator().manual_seed(0)
-    names = original_state_dict(meta_models(tiny))
-    tensors = {name: random_like(name, meta, generator).contiguous() for name, meta in names.items()}
-    partial = path.with_suffix(".partial")
-    save_file(tensors, str(partial), metadata={"latentloom.bench": "random-weight SD1.5 architecture"})
-    partial.replace(path)
-
-
-def write_diffusers_config(folder: Path, tiny: bool) -> None:
-    """A diffusers StableDiffusionPipeline folder with configs and tokenizer only: `from_single_file(config=…)`."""
-    from diffusers import EulerDiscreteScheduler
-
-    from nodes.sd.tokenizer import load_clip_tokenizer
-
-    unet, vae, clip = component_configs(tiny)
-    for sub, cls, config in (("unet", "UNet2DConditionModel", unet), ("vae", "AutoencoderKL", vae)):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-        (folder / sub / "config.json").write_text(json.dumps({"_class_name": cls, **config}, indent=2))
-    clip.save_pretrained(folder / "text_encoder")
-    load_clip_tokenizer().save_pretrained(folder / "tokenizer")
-    sd_scheduler().save_pretrained(folder / "scheduler")
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
-        "safety_checker": [None, None],
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-    }
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-
-
-def sd_scheduler():
-    """diffusers' Euler on SD's training schedule (initial noise sqrt(1 + σ_max²) as ComfyUI: "leading")."""
-    from diffusers import EulerDiscreteScheduler
-
-    return EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                  beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1)
-
-
-def prepare(cache_dir: Path, tiny: bool) -> tuple[Path, Path]:
-    """The cached checkpoint and config folder, written when absent."""
-    stem = "sd15-random-tiny" if tiny else "sd15-random-fp16"
-    path, config = cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}-diffusers-config"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        start = time.perf_counter()
-        write_checkpoint(path, tiny)
-        print(f"wrote {path} ({path.stat().st_size / GIB:.2f} GiB) in {time.perf_counter() - start:.0f} s")
-    if not (config / "model_index.json").exists():
-        write_diffusers_config(config, tiny)
-    return path, config
 
 
 # ------------------------------------------------------------------------------------------ measured children
@@ -233,17 +115,19 @@ def step_intervals(stamps: list[tuple[float, float]]) -> list[tuple[float, float
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps, stamps[1:])]
 
 
-def child_sample(path: Path, sizes: list[int], steps: int, repeat: int) -> dict:
-    """Seconds per step at each size: our KSampler and diffusers' pipeline on the same loaded modules."""
+def child_sample(path: Path, sizes: list[int], steps: int, repeat: int, precision: str) -> dict:
+    """Seconds per step at each size: our KSampler and diffusers' pipeline on the same loaded modules, every
+    module in `precision` ("fp32" or "bf16": `--precision`'s names)."""
     import torch
     from diffusers import StableDiffusionPipeline
 
+    from nodes.precision import DTYPE_NAMES
     from nodes.sd.checkpoint import load_checkpoint
     from nodes.sd.ksampler import sample
     from nodes.sd.text_encoder import TextEncoder
     from nodes.sd.tokenizer import load_clip_tokenizer
 
-    loaded = load_checkpoint(path)
+    loaded = load_checkpoint(path, dtype=getattr(torch, DTYPE_NAMES[precision]))
     encoder = TextEncoder("sd1", loaded.text_encoders)
     positive, negative = ([[encoding.cond, {"pooled_output": encoding.pooled}]]
                           for encoding in (encoder.encode(PROMPT), encoder.encode(NEGATIVE)))
@@ -329,8 +213,8 @@ def _bytes_per_value(result: dict) -> int:
     return 2 if result["dtypes"] in (["torch.float16"], ["torch.bfloat16"]) else 4
 
 
-def report_sampling(sampling: dict, steps: int) -> None:
-    print(f"\nsampling, seconds per step (euler, cfg {CFG}, {steps} steps, batch 1, "
+def report_sampling(sampling: dict, steps: int, precision: str) -> None:
+    print(f"\nsampling in {precision}, seconds per step (euler, cfg {CFG}, {steps} steps, batch 1, "
           f"{sampling['threads']} threads; fastest step of the runs; CPU = all threads)")
     print(f"{'size':>10}{'ours':>9}{'diffusers':>11}{'ratio':>7}{'ours CPU':>11}{'diff. CPU':>11}{'ratio':>7}")
     for size, r in sampling["steps"].items():
@@ -346,6 +230,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs per measurement")
     parser.add_argument("--steps", type=int, default=5, help="sampling steps per run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256], help="image sizes in pixels")
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"],
+                        help="model dtypes to sample in (each in its own process)")
     parser.add_argument("--tiny", action="store_true", help="the tiny test architecture (smoke test)")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-sampling", action="store_true")
@@ -356,8 +242,9 @@ def main() -> None:
         report_loads(measure_loads(path, config, args.repeat))
     if not args.skip_sampling:
         sizes = [str(s) for s in args.sizes]
-        report_sampling(run_child("--child", "sample", str(path), str(args.steps), str(args.repeat), *sizes),
-                        args.steps)
+        for precision in args.precisions:
+            report_sampling(run_child("--child", "sample", str(path), str(args.steps), str(args.repeat), precision,
+                                      *sizes), args.steps, precision)
 
 
 def child_main(argv: list[str]) -> None:
@@ -365,7 +252,7 @@ def child_main(argv: list[str]) -> None:
     if mode == "load":
         result = child_load(rest[0], Path(rest[1]), Path(rest[2]))
     else:
-        result = child_sample(Path(rest[0]), [int(s) for s in rest[3:]], int(rest[1]), int(rest[2]))
+        result = child_sample(Path(rest[0]), [int(s) for s in rest[4:]], int(rest[1]), int(rest[2]), rest[3])
     print(json.dumps(result))
 
 

@@ -138,10 +138,11 @@ def reproduce(path: Path, registry: Registry, env: Environment) -> Reproduction:
         prompt, extra, record, original = read_metadata(path)
     except ValueError as exc:
         return Reproduction("invalid", str(exc))
-    result = Reproduction("failed", now_on=_device(environment_record()))
+    now = environment_record(env.precision)
+    result = Reproduction("failed", now_on=_device(now))
     if record is not None:
         result.made_on = _device(record)
-        result.notes += _version_notes(record)
+        result.notes += _version_notes(record, now)
     try:
         admitted = admit(prompt, registry, env, extra_data={"extra_pnginfo": extra}, targets=_targets(record),
                          known_models=known_hashes(record or {}))
@@ -222,10 +223,12 @@ def _device(record: dict[str, Any]) -> str:
     return str(device.get("name") or device.get("type") or "unknown")
 
 
-def _version_notes(record: dict[str, Any]) -> list[str]:
-    now = environment_record()
+def _version_notes(record: dict[str, Any], now: dict[str, Any]) -> list[str]:
     notes = [f"{key} {record.get(key)} made the image, {now.get(key)} runs now" for key in VERSION_KEYS
              if record.get(key) != now.get(key)]
+    if "precision" in record and record["precision"] != now["precision"]:
+        notes.append(f"precision {record['precision']} made the image, {now['precision']} runs now "
+                     f"(pass the same --precision flags to reproduce it exactly)")
     if record.get("dtypes") != now.get("dtypes"):
         notes.append(f"dtypes {record.get('dtypes')} made the image, {now.get('dtypes')} run now")
     return notes

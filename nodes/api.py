@@ -34,6 +34,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from nodes.paths import DataPaths
+from nodes.precision import Precision
 from nodes.types import TypeInfo, is_optional_annotation, type_info
 
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
@@ -217,6 +218,8 @@ class Environment:
     services: Services = field(default_factory=Services)
     previews: bool = False  # whether nodes should produce live preview images (they cost time)
     allow_pickle: bool = False  # whether loaders may unpickle .ckpt/.pt files (code can hide in a pickle)
+    precision: Precision = field(default_factory=Precision)  # the dtypes loaders give models (--precision, …)
+    compile: Any = None  # torch.compile backend for UNets and VAE decoding (--compile: "inductor"); None: eager
 
 
 class Context:

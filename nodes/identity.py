@@ -9,7 +9,8 @@
   name means another folder than the convention (CLIPVisionLoader's `clip_name`), `NODE_MODEL_INPUTS` says so
   per node type (`model_folder`).
 - `run_record(ctx)` is the `latentloom` PNG chunk SaveImage writes beside ComfyUI's `prompt` and `workflow`:
-  engine, Python, torch, diffusers and transformers versions, the compute device and its dtypes, and for every
+  engine, Python, torch, diffusers and transformers versions, the compute device, the precision asked for
+  (`--precision …`) and the dtypes it gave, and for every
   model input of the nodes upstream of the saving node: node id, input, folder, name and sha256. Embedding
   files a prompt text names (`embedding:NAME` in a constant `text`/`text_g`/`text_l` input, `TEXT_INPUTS`) are
   listed too, with folder "embeddings" and the file's path in it; they are recorded only, never re-resolved.
@@ -34,6 +35,7 @@ from typing import Any, Mapping
 
 from nodes.api import Context, Environment, ServiceKey
 from nodes.paths import atomic_write
+from nodes.precision import Precision
 
 log = logging.getLogger(__name__)
 SERVICE_KEY: ServiceKey[ModelHashes] = ServiceKey("identity.model_hashes")
@@ -237,23 +239,27 @@ def run_record(ctx: Context) -> dict[str, Any]:
             models.append(use.to_json(None))
             continue
         models.append(use.to_json(digest, hashes.source(path)))
-    return {**environment_record(), "models": models}
+    return {**environment_record(ctx.env.precision), "models": models}
 
 
-def environment_record() -> dict[str, Any]:
-    """Engine and library versions, the compute device and the dtypes used on it."""
+def environment_record(precision: Precision) -> dict[str, Any]:
+    """Engine and library versions, the compute device, the precision asked for and the dtypes it gives there."""
     import torch
 
-    from nodes.sd.devices import compute_device, dtype_policy
+    from nodes.sd.devices import compute_device
 
     device = compute_device()
-    policy = dtype_policy(device)
     return {
         "engine": "latentloom", "version": _version("latentloom"), "python": platform.python_version(),
         "torch": torch.__version__, "diffusers": _version("diffusers"), "transformers": _version("transformers"),
         "device": {"type": device.type, "name": device_name(device)},
-        "dtypes": {"unet": _dtype(policy.unet), "text_encoder": _dtype(policy.text_encoder), "vae": _dtype(policy.vae)},
+        "precision": precision.describe(), "dtypes": dtype_names(precision.policy(device)),
     }
+
+
+def dtype_names(policy: Any) -> dict[str, str]:
+    """A `DtypePolicy` as JSON: {"unet": "float16", "text_encoder": …, "vae": …}."""
+    return {"unet": _dtype(policy.unet), "text_encoder": _dtype(policy.text_encoder), "vae": _dtype(policy.vae)}
 
 
 def device_name(device: Any) -> str:

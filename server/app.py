@@ -67,8 +67,8 @@ def create_app(config: ServerConfig | None = None, registry: Registry | None = N
     app[CONFIG] = config
     app[REGISTRY] = registry
     app[PLUGINS] = plugins if plugins is not None else Plugins()
-    app[ENV] = Environment(config.data_paths(), previews=config.preview,
-                           allow_pickle=config.allow_pickle)
+    app[ENV] = Environment(config.data_paths(), previews=config.preview, allow_pickle=config.allow_pickle,
+                           precision=config.precision, compile=config.compile)
     app[HUB] = Hub(config.max_upload_size)
     app[USERDATA] = UserData(app[ENV].paths.root / "user", multi_user=config.multi_user)
     routes = api_routes()

@@ -18,6 +18,7 @@ from typing import Literal
 from executor.queue import HISTORY_MAX
 from nodes.model_paths import read_extra_model_paths
 from nodes.paths import DataPaths, ExtraFolder
+from nodes.precision import Precision
 
 log = logging.getLogger(__name__)
 AUTH_TOKEN_ENV = "LATENTLOOM_AUTH_TOKEN"
@@ -98,6 +99,8 @@ class ServerConfig:
     allow_model_pull: bool = False  # --allow-model-pull: POST /models/pull beyond loopback (with a token)
     multi_user: bool = False  # --multi-user: user data per `Comfy-User` header instead of one `default` user
     extra_models: dict[str, list[ExtraFolder]] = field(default_factory=dict)  # --extra-model-paths FILE
+    precision: Precision = field(default_factory=Precision)  # --precision and the per-model dtype flags
+    compile: str | None = None  # --compile: the torch.compile backend for UNets and VAE decoding (None: eager)
 
     def data_paths(self) -> DataPaths:
         return DataPaths(self.data_dir, self.extra_models)
@@ -138,6 +141,7 @@ class ServerConfig:
             front_end_root=front_end_root(args),
             multi_user=bool(getattr(args, "multi_user", False)),
             extra_models=extra_models(getattr(args, "extra_model_paths", None)),
+            precision=Precision.from_args(args), compile=getattr(args, "compile", None),
         )
 
 

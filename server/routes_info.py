@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from nodes.paths import MODEL_FOLDERS, UnsafePathError
+from nodes.precision import Precision
 from nodes.registry import render_object_info
 from nodes.sd.errors import CheckpointError
 from nodes.sd.suggest import summarize
@@ -77,7 +78,7 @@ async def features(request: web.Request) -> web.Response:
 
 
 async def system_stats(request: web.Request) -> web.Response:
-    stats = await asyncio.to_thread(collect_stats)
+    stats = await asyncio.to_thread(collect_stats, request.app[ENV].precision)
     worker = request.app.get(WORKER)
     if worker is not None:
         stats["devices"] += worker.remote_devices()
@@ -129,14 +130,24 @@ def devices(ram_total: int, ram_free: int) -> list[dict[str, Any]]:
              "torch_vram_total": ram_total, "torch_vram_free": ram_free}]
 
 
-def collect_stats() -> dict[str, Any]:
+def precision_stats(precision: Precision) -> dict[str, Any]:
+    """The precision asked for, and the dtypes it gives on the compute device once torch is loaded."""
+    stats: dict[str, Any] = {"requested": precision.describe()}
+    if "torch" in sys.modules:  # as for the devices: no torch import for the stats
+        from nodes.identity import dtype_names
+
+        stats["dtypes"] = dtype_names(precision.policy())
+    return stats
+
+
+def collect_stats(precision: Precision) -> dict[str, Any]:
     total, free = memory()
     return {
         "system": {"os": os.name, "ram_total": total, "ram_free": free, "comfyui_version": COMFYUI_BASELINE,
                    "latentloom_version": _version("latentloom") or "0.1.0",
                    "required_frontend_version": "", "python_version": sys.version,
                    "pytorch_version": _version("torch"), "embedded_python": False, "argv": sys.argv,
-                   "platform": platform.platform()},
+                   "platform": platform.platform(), "latentloom_precision": precision_stats(precision)},
         "devices": devices(total, free),
     }
 

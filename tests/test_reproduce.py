@@ -1,6 +1,7 @@
 """`main.py reproduce`: a fresh txt2img PNG reproduces byte for byte; a tampered one is reported with its difference."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -22,6 +23,7 @@ from nodes.api import Environment
 from nodes.builtin import builtin_registry
 from nodes.images import read_png_texts
 from nodes.paths import DataPaths
+from nodes.precision import Precision
 from nodes.sd.tiny import write_single_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +101,23 @@ def test_reproduce_finds_a_renamed_model_by_hash(made, tmp_path):
     assert outcome.notes == [f"node 4 ckpt_name: models/checkpoints/tiny.safetensors is not there; using "
                              f"kept-under-another-name.safetensors, which has the recorded sha256 "
                              f"{json.loads(read_png_texts(files[0])['latentloom'])['models'][0]['sha256']}"]
+
+
+def test_a_bf16_run_is_recorded_and_reproducing_it_in_fp32_says_so(made, tmp_path):
+    env, registry, _ = made
+    bf16 = dataclasses.replace(env, precision=Precision("bf16"), services={})  # its own models, loaded in bf16
+    report = validate(parse_workflow(TXT2IMG), registry, bf16)
+    result = Executor(bf16).execute(report, prompt_id="b", prompt=TXT2IMG)
+    assert result.success, result.error
+    png = bf16.paths.output / result.outputs["9"]["images"][0]["filename"]
+    record = json.loads(read_png_texts(png)["latentloom"])
+    assert record["precision"] == "bf16"
+    assert record["dtypes"] == {"unet": "bfloat16", "text_encoder": "bfloat16", "vae": "bfloat16"}
+    outcome = reproduce(png, registry, env)  # fp32 (auto on the CPU)
+    assert "precision bf16 made the image, auto runs now (pass the same --precision flags to reproduce it " \
+           "exactly)" in outcome.notes
+    assert outcome.status == "differs"  # bf16 rounding: the fp32 pixels are not the same bytes
+    assert reproduce(png, registry, bf16).status == "match"
 
 
 def test_files_without_a_prompt_are_refused(made, tmp_path):

@@ -11,6 +11,7 @@ from nodes.sd.checkpoint import load_model, load_vae_file
 from nodes.sd.components import load_taesd, load_text_encoder_file, load_unet_file
 from nodes.sd.configs import LATENT_SCALE
 from nodes.sd.families import family_spec
+from nodes.sd.compile import compile_model
 from nodes.sd.handles import ClipHandle, ModelHandle, VaeHandle, model_manager
 from nodes.sd.lora import apply_lora
 from nodes.sd.text_encoder import TextEncoder
@@ -67,7 +68,11 @@ class CheckpointLoaderSimple(Node):
 
     def run(self, ctx: Context) -> CheckpointOutputs:
         path = ctx.env.paths.model_path("checkpoints", self.ckpt_name)
-        loaded = load_model(path, allow_pickle=ctx.env.allow_pickle)
+        loaded = load_model(path, allow_pickle=ctx.env.allow_pickle, dtype=ctx.env.precision.policy())
+        if ctx.env.compile is not None:
+            compile_model(loaded.unet, backend=ctx.env.compile)
+            if loaded.vae is not None:
+                compile_model(loaded.vae, "decode", backend=ctx.env.compile)
         manager = model_manager(ctx.env)
         clip = ClipHandle(TextEncoder(loaded.family, loaded.text_encoders), manager,
                           self.ckpt_name)
@@ -96,9 +101,11 @@ class VAELoader(Node):
                 raise FileNotFoundError(f"{self.vae_name} needs {self.vae_name}_encoder and {self.vae_name}_decoder "
                                         "files in models/vae_approx")
             encoder, decoder = (ctx.env.paths.model_path("vae_approx", name) for name in halves)
-            return VaeHandle(load_taesd(encoder, decoder), manager, self.vae_name, TAESD_SCALES[self.vae_name])
+            taesd = load_taesd(encoder, decoder, dtype=ctx.env.precision.policy())
+            return VaeHandle(taesd, manager, self.vae_name, TAESD_SCALES[self.vae_name])
         path = ctx.env.paths.model_path("vae", self.vae_name)
-        return VaeHandle(load_vae_file(path, allow_pickle=ctx.env.allow_pickle), manager, self.vae_name)
+        vae = load_vae_file(path, allow_pickle=ctx.env.allow_pickle, dtype=ctx.env.precision.policy())
+        return VaeHandle(vae, manager, self.vae_name)
 
     @classmethod
     def fingerprint(cls, inputs: dict[str, Any], env: Environment) -> Any:
@@ -204,7 +211,7 @@ class UNETLoader(Node):
             raise ValueError(f"weight_dtype {self.weight_dtype} is not supported: fp8 weights need fp8 kernels this "
                              "engine does not have; use default")
         path = ctx.env.paths.model_path("diffusion_models", self.unet_name)
-        family, unet = load_unet_file(path, allow_pickle=ctx.env.allow_pickle)
+        family, unet = load_unet_file(path, allow_pickle=ctx.env.allow_pickle, dtype=ctx.env.precision.policy())
         return ModelHandle(unet, family, model_manager(ctx.env), self.unet_name)
 
     @classmethod
@@ -227,7 +234,8 @@ def _device() -> Any:
 
 
 def _load_encoder(ctx: Context, name: str):
-    return load_text_encoder_file(ctx.env.paths.model_path("text_encoders", name), allow_pickle=ctx.env.allow_pickle)
+    return load_text_encoder_file(ctx.env.paths.model_path("text_encoders", name), allow_pickle=ctx.env.allow_pickle,
+                                  dtype=ctx.env.precision.policy())
 
 
 @node(category="advanced/loaders", version="1.0.0", display_name="Load CLIP")

@@ -11,7 +11,8 @@ fp16 file loaded as fp32 is the fp32 model plus one batch, not plus the whole fi
 `load_diffusers_folder(path)` reads a diffusers folder and returns the same `Checkpoint`.
 
 dtype=None picks the device policy (`devices.dtype_policy`): fp32 everywhere on the CPU; fp16 UNet and text
-encoders and a bf16/fp32 VAE on CUDA. The modules stay on the CPU (in RAM); `devices.ModelManager` moves them.
+encoders and a bf16/fp32 VAE on CUDA; a `DtypePolicy` gives each component its own (`--precision` and its
+per-model flags, `nodes.precision`). The modules stay on the CPU (in RAM); `devices.ModelManager` moves them.
 
 Rules: pickle files only with `allow_pickle=True` (weights-only unpickling); every failure is a
 `CheckpointError` naming the file and the reason; missing weights are an error, extra keys in the file
@@ -57,7 +58,7 @@ except ImportError:  # transformers 4
     from transformers.modeling_utils import no_init_weights
 
 from nodes.sd import configs
-from nodes.sd.devices import DtypePolicy, dtype_policy
+from nodes.sd.devices import DtypePolicy, as_policy
 from nodes.sd.errors import CheckpointError
 from nodes.sd.families import (
     BASE_TIME_EMBEDDINGS,
@@ -90,27 +91,23 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def dtypes_for(dtype: torch.dtype | None) -> DtypePolicy:
-    """One dtype for every component, or (None) the compute device's policy."""
-    return DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy()
-
-
 def load_model(path: str | Path, **kwargs) -> Checkpoint:
     """`load_diffusers_folder` for a folder, `load_checkpoint` for a file."""
     return load_diffusers_folder(path, **kwargs) if Path(path).is_dir() else load_checkpoint(path, **kwargs)
 
 
 def load_checkpoint(
-    path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | None = None
+    path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | DtypePolicy | None = None
 ) -> Checkpoint:
     """Load a single-file original-layout checkpoint (.safetensors; .ckpt/.pt only with allow_pickle).
 
-    dtype: one dtype for every component, or None for the compute device's policy (fp32 on the CPU).
+    dtype: one dtype for every component, a `DtypePolicy`, or None for the compute device's policy (fp32 on the
+    CPU).
     """
     path = Path(path)
     state = open_state_dict(path, allow_pickle=allow_pickle)
     arch = detect(state)
-    dtypes = dtypes_for(dtype)
+    dtypes = as_policy(dtype)
     unet = load_unet(state, arch, dtypes.unet)
     vae = _load_vae(state, arch, dtypes.vae) if arch.vae is not None else None
     encoders = {
@@ -121,7 +118,7 @@ def load_checkpoint(
 
 
 def load_vae_file(
-    path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | None = None
+    path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | DtypePolicy | None = None
 ) -> AutoencoderKL:
     """Load a standalone VAE file (original layout, keys bare or under `first_stage_model.`)."""
     state = open_state_dict(Path(path), allow_pickle=allow_pickle)
@@ -132,7 +129,7 @@ def load_vae_file(
         vae_shape = analyse_vae(state.shapes, prefix)
     except Exception as exc:  # families' detection error for shapes no autoencoder has
         raise CheckpointError(state.path, f"unknown VAE architecture ({exc})") from None
-    dtypes = dtypes_for(dtype)
+    dtypes = as_policy(dtype)
     config = configs.vae_config("sd1", vae_shape, prediction="eps")
     vae = build_empty(state.path, "VAE", lambda: AutoencoderKL.from_config(config))
     tensors = {VAE_PREFIX + k[len(prefix):]: v for k, v in _under(state, prefix, dtypes.vae).items()}
@@ -219,7 +216,7 @@ def fill_weights(module: torch.nn.Module, sd: dict, path: Path, what: str, dtype
 
 
 def load_diffusers_folder(
-    path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | None = None
+    path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | DtypePolicy | None = None
 ) -> Checkpoint:
     """Load a diffusers folder (model_index.json with unet/, vae/, text_encoder/ and/or text_encoder_2/).
 
@@ -228,7 +225,7 @@ def load_diffusers_folder(
     """
     path = Path(path)
     index = _read_json(path / "model_index.json", path, "not a diffusers folder (no readable model_index.json)")
-    dtypes = dtypes_for(dtype)
+    dtypes = as_policy(dtype)
     unet = _from_pretrained(UNet2DConditionModel, path, "unet", dtypes.unet, allow_pickle)
     name = folder_family(unet.config, path)
     roles = {"sd1": {"text_encoder": "l"}, "sd2": {"text_encoder": "h"}, "sdxl_refiner": {"text_encoder_2": "g"}}.get(

@@ -30,7 +30,8 @@ import torch
 from diffusers import AutoencoderTiny, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import LDM_UNET_KEY
 
-from nodes.sd.checkpoint import TextEncoder, build_empty, dtypes_for, fill_weights, load_text_encoder, load_unet
+from nodes.sd.checkpoint import TextEncoder, build_empty, fill_weights, load_text_encoder, load_unet
+from nodes.sd.devices import DtypePolicy, as_policy
 from nodes.sd.configs import CLIP_L, OPENCLIP_G, OPENCLIP_H, CLIPShape, EncoderKind
 from nodes.sd.errors import CheckpointError
 from nodes.sd.families import ModelFamily, analyse_clip, detect, unet_prefix
@@ -42,7 +43,7 @@ REAL_WIDTHS: dict[int, EncoderKind] = {
 
 
 def load_unet_file(
-    path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | None = None
+    path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | DtypePolicy | None = None
 ) -> tuple[ModelFamily, UNet2DConditionModel]:
     """A diffusion-model file (or a full checkpoint, of which only the UNet is read)."""
     state = open_state_dict(Path(path), allow_pickle=allow_pickle)
@@ -56,11 +57,11 @@ def load_unet_file(
         state = StateDict(state.path, {LDM_UNET_KEY + k: v for k, v in state.shapes.items()}, state.metadata,
                           _loaded={LDM_UNET_KEY + k: t for k, t in state.tensors().items()})
     arch = detect(state)
-    return arch.family, load_unet(state, arch, dtypes_for(dtype).unet)
+    return arch.family, load_unet(state, arch, as_policy(dtype).unet)
 
 
 def load_text_encoder_file(
-    path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | None = None
+    path: str | Path, *, allow_pickle: bool = False, dtype: torch.dtype | DtypePolicy | None = None
 ) -> tuple[EncoderKind, TextEncoder]:
     """A text-encoder file: which encoder it is ("l", "h" or "g") and the loaded model."""
     state = open_state_dict(Path(path), allow_pickle=allow_pickle)
@@ -80,7 +81,7 @@ def load_text_encoder_file(
         shape = replace(shape, projection_dim=projection)
     else:  # SD1/SD2 condition on hidden states only: the model is built without a projection
         shape = replace(shape, projection_dim=None)
-    return kind, load_text_encoder(state, "", layout, kind, shape, dtypes_for(dtype).text_encoder)
+    return kind, load_text_encoder(state, "", layout, kind, shape, as_policy(dtype).text_encoder)
 
 
 def _encoder_kind(shapes: dict, layout: str, shape: CLIPShape) -> EncoderKind:
@@ -91,7 +92,7 @@ def _encoder_kind(shapes: dict, layout: str, shape: CLIPShape) -> EncoderKind:
     return "g" if "text_projection.weight" in shapes else "l"
 
 
-def load_taesd(encoder_path: str | Path, decoder_path: str | Path, *, dtype: torch.dtype | None = None):
+def load_taesd(encoder_path: str | Path, decoder_path: str | Path, *, dtype: torch.dtype | DtypePolicy | None = None):
     """TAESD / TAESDXL from its encoder and decoder files (safetensors) as diffusers' `AutoencoderTiny`."""
     weights = {}
     for part, path in (("encoder", Path(encoder_path)), ("decoder", Path(decoder_path))):
@@ -101,6 +102,6 @@ def load_taesd(encoder_path: str | Path, decoder_path: str | Path, *, dtype: tor
             if not index.isdigit():
                 raise CheckpointError(path, f"not a TAESD {part} (unexpected key {key!r})")
             weights[f"{part}.layers.{int(index) - shift}.{rest}"] = tensor
-    vae_dtype = dtypes_for(dtype).vae
+    vae_dtype = as_policy(dtype).vae
     model = build_empty(Path(decoder_path), "TAESD", AutoencoderTiny)
     return fill_weights(model, weights, Path(decoder_path), "TAESD", vae_dtype)

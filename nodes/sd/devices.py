@@ -23,7 +23,7 @@ Policy (reference §6.9, §6.12, §7.3, in a simplified form):
   `use(module)` adds the handle's patches for `module`, so code that only knows `handle.manager.use(module)`
   (the samplers, CLIP encoding) gets the patched weights.
 
-Public API: `compute_device()`, `DtypePolicy`, `dtype_policy(device)`, `use_sdpa(module)`, `module_bytes(module)`,
+Public API: `compute_device()`, `DtypePolicy`, `dtype_policy(device)`, `as_policy(dtype)`, `use_sdpa(module)`, `module_bytes(module)`,
 `WeightPatch`, `ModelManager(device=None, vram_budget=None)` with `.use(module, patches=())`, `.resident()`,
 `.offload_all()`, `.patches_for(module)`, `.with_patches(module, patches)`, and `PatchedManager` (same methods).
 """
@@ -74,6 +74,13 @@ def dtype_policy(device: torch.device | str | None = None) -> DtypePolicy:
     if device.type == "mps":
         return DtypePolicy(torch.float16, torch.float16, torch.float32)
     return DtypePolicy.uniform(torch.float32)
+
+
+def as_policy(dtype: torch.dtype | DtypePolicy | None, device: torch.device | str | None = None) -> DtypePolicy:
+    """A loader's `dtype` argument as a policy: one dtype for all, a policy as is, None for the device's."""
+    if isinstance(dtype, DtypePolicy):
+        return dtype
+    return DtypePolicy.uniform(dtype) if dtype is not None else dtype_policy(device)
 
 
 def use_sdpa(module: torch.nn.Module) -> None:

@@ -43,6 +43,7 @@ async def test_features_extensions_system_stats(client):
     assert {"os", "ram_total", "ram_free", "comfyui_version", "python_version", "pytorch_version",
             "embedded_python", "argv"} <= set(stats["system"])
     assert stats["system"]["ram_total"] >= stats["system"]["ram_free"] > 0
+    assert stats["system"]["latentloom_precision"]["requested"] == "auto"
     device = stats["devices"][0]
     assert {"name", "type", "index", "vram_total", "vram_free", "torch_vram_total", "torch_vram_free"} <= set(device)
 

@@ -40,6 +40,11 @@ class Choices:
 
     options: Callable[[Any], list[str]]
 
+    @classmethod
+    def model_files(cls, kind: str) -> "Choices":
+        """The files of a model kind (every folder of it), listed when asked."""
+        return cls(lambda env: env.paths.model_files(kind))
+
 
 def _link_schema(type_name: str) -> WithJsonSchema:
     return WithJsonSchema(

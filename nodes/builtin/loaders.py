@@ -18,10 +18,6 @@ from nodes.sd.text_encoder import TextEncoder
 from nodes.types import Choices, Clip, Model, Vae
 
 
-def _checkpoints(env: Environment) -> list[str]:
-    return env.paths.model_files("checkpoints")
-
-
 # VAELoader offers TAESD when both halves are in models/vae_approx (`<name>_encoder.*`, `<name>_decoder.*`), with
 # the latent scale of the family it pairs with; ComfyUI's list ends with "pixel_space" (no autoencoder, for
 # pixel-space models), which we list and refuse.
@@ -39,10 +35,6 @@ def _taesd_files(env: Environment, name: str) -> list[str] | None:
 def _vaes(env: Environment) -> list[str]:
     taesd = [name for name in TAESD_SCALES if _taesd_files(env, name) is not None]
     return env.paths.model_files("vae") + taesd + [PIXEL_SPACE]
-
-
-def _loras(env: Environment) -> list[str]:
-    return env.paths.model_files("loras")
 
 
 def file_fingerprint(env: Environment, kind: str, name: str) -> list[Any]:
@@ -64,7 +56,7 @@ class CheckpointOutputs(NamedTuple):
 class CheckpointLoaderSimple(Node):
     """Load a Stable Diffusion checkpoint (SD1.x, SD2.x, SDXL; single file or diffusers folder)."""
 
-    ckpt_name: Annotated[str, Choices(_checkpoints)] = Input(tooltip="the checkpoint file to load")
+    ckpt_name: Annotated[str, Choices.model_files("checkpoints")] = Input(tooltip="the checkpoint file to load")
 
     def run(self, ctx: Context) -> CheckpointOutputs:
         path = ctx.env.paths.model_path("checkpoints", self.ckpt_name)
@@ -135,7 +127,7 @@ class LoraLoader(Node):
 
     model: Model = Input(tooltip="the diffusion model the LoRA is applied to")
     clip: Clip = Input(tooltip="the CLIP model the LoRA is applied to")
-    lora_name: Annotated[str, Choices(_loras)] = Input(tooltip="the LoRA file")
+    lora_name: Annotated[str, Choices.model_files("loras")] = Input(tooltip="the LoRA file")
     strength_model: float = _strength("diffusion model")
     strength_clip: float = _strength("CLIP model")
 
@@ -155,7 +147,7 @@ class LoraLoaderModelOnly(Node):
     """Apply a LoRA from `models/loras` to a diffusion model only (its text-encoder layers are ignored)."""
 
     model: Model = Input(tooltip="the diffusion model the LoRA is applied to")
-    lora_name: Annotated[str, Choices(_loras)] = Input(tooltip="the LoRA file")
+    lora_name: Annotated[str, Choices.model_files("loras")] = Input(tooltip="the LoRA file")
     strength_model: float = _strength("diffusion model")
 
     def run(self, ctx: Context) -> Model:
@@ -169,18 +161,14 @@ class LoraLoaderModelOnly(Node):
         return file_fingerprint(env, "loras", inputs["lora_name"])
 
 
-def _configs(env: Environment) -> list[str]:
-    return env.paths.model_files("configs")
-
-
 @node(category="advanced/loaders", version="1.0.0", display_name="Load Checkpoint With Config (DEPRECATED)",
       deprecated=True)
 class CheckpointLoader(Node):
     """Load a checkpoint; the config file is ignored (the architecture is read from the checkpoint itself).
     Deprecated: use Load Checkpoint."""
 
-    config_name: Annotated[str, Choices(_configs)] = Input()
-    ckpt_name: Annotated[str, Choices(_checkpoints)] = Input()
+    config_name: Annotated[str, Choices.model_files("configs")] = Input()
+    ckpt_name: Annotated[str, Choices.model_files("checkpoints")] = Input()
 
     def run(self, ctx: Context) -> CheckpointOutputs:
         return CheckpointLoaderSimple(ckpt_name=self.ckpt_name).run(ctx)
@@ -190,20 +178,12 @@ class CheckpointLoader(Node):
         return file_fingerprint(env, "checkpoints", inputs["ckpt_name"])
 
 
-def _diffusion_models(env: Environment) -> list[str]:
-    return env.paths.model_files("diffusion_models")
-
-
-def _text_encoders(env: Environment) -> list[str]:
-    return env.paths.model_files("text_encoders")
-
-
 @node(category="advanced/loaders", version="1.0.0", display_name="Load Diffusion Model")
 class UNETLoader(Node):
     """Load a diffusion model (UNet) file from `models/diffusion_models` (or `models/unet`): SD1, SD2, SDXL base
     or refiner, original layout. fp8 weight types are not supported (use default)."""
 
-    unet_name: Annotated[str, Choices(_diffusion_models)] = Input()
+    unet_name: Annotated[str, Choices.model_files("diffusion_models")] = Input()
     weight_dtype: Literal["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"] = Input()
 
     def run(self, ctx: Context) -> Model:
@@ -243,7 +223,7 @@ class CLIPLoader(Node):
     """Load a text encoder file from `models/text_encoders` (or `models/clip`). stable_diffusion: CLIP-L (SD1),
     OpenCLIP ViT-H (SD2) or ViT-bigG (SDXL refiner); the other types are not supported."""
 
-    clip_name: Annotated[str, Choices(_text_encoders)] = Input()
+    clip_name: Annotated[str, Choices.model_files("text_encoders")] = Input()
     type: CLIP_TYPES = Input()
     device: Literal["default", "cpu"] | None = _device()
 
@@ -264,8 +244,8 @@ class DualCLIPLoader(Node):
     """Load two text encoder files as one CLIP. sdxl: a CLIP-L file and a CLIP-G file (either order); the other
     types are not supported."""
 
-    clip_name1: Annotated[str, Choices(_text_encoders)] = Input()
-    clip_name2: Annotated[str, Choices(_text_encoders)] = Input()
+    clip_name1: Annotated[str, Choices.model_files("text_encoders")] = Input()
+    clip_name2: Annotated[str, Choices.model_files("text_encoders")] = Input()
     type: DUAL_CLIP_TYPES = Input()
     device: Literal["default", "cpu"] | None = _device()
 

@@ -120,21 +120,17 @@ class FreeU_V2(Node):
         return _with_unet_patch(self.model, FreeUPatch(self.b1, self.b2, self.s1, self.s2, adaptive=True))
 
 
-def _hypernetworks(env: Environment) -> list[str]:
-    return env.paths.model_files("hypernetworks")
-
-
 @node(category="loaders", version="1.0.0", python_module="comfy_extras.nodes_hypernetwork")
 class HypernetworkLoader(Node):
     """Apply an A1111 hypernetwork from `models/hypernetworks` (.pt, needs --allow-pickle) to the attention
     layers' keys and values."""
 
     model: Model = Input()
-    hypernetwork_name: Annotated[str, Choices(_hypernetworks)] = Input()
+    hypernetwork_name: Annotated[str, Choices.model_files("hypernetworks")] = Input()
     strength: float = Input(1.0, ge=-10.0, le=10.0, step=0.01)
 
     def run(self, ctx: Context) -> Model:
-        path = ctx.env.paths.resolve(ctx.env.paths.models("hypernetworks"), self.hypernetwork_name)
+        path = ctx.env.paths.model_path("hypernetworks", self.hypernetwork_name)
         networks = load_hypernetwork(path, allow_pickle=ctx.env.allow_pickle)
         return _with_unet_patch(self.model, Hypernetwork(networks, self.strength))
 

@@ -14,18 +14,14 @@ UpscaleModel = socket("UPSCALE_MODEL")
 MODULE = "comfy_extras.nodes_upscale_model"
 
 
-def _upscale_models(env: Environment) -> list[str]:
-    return env.paths.model_files("upscale_models")
-
-
 @node(category="loaders", version="1.0.0", display_name="Load Upscale Model", python_module=MODULE)
 class UpscaleModelLoader(Node):
     """Load an upscale model (ESRGAN, SwinIR, SPAN, Compact, … : the architectures spandrel detects)."""
 
-    model_name: Annotated[str, Choices(_upscale_models)] = Input()
+    model_name: Annotated[str, Choices.model_files("upscale_models")] = Input()
 
     def run(self, ctx: Context) -> UpscaleModel:
-        path = ctx.env.paths.resolve(ctx.env.paths.models("upscale_models"), self.model_name)
+        path = ctx.env.paths.model_path("upscale_models", self.model_name)
         return load_upscale_model(path, model_manager(ctx.env), allow_pickle=ctx.env.allow_pickle,
                                   source=self.model_name)
 

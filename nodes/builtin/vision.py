@@ -25,22 +25,14 @@ ClipVisionOutput = socket("CLIP_VISION_OUTPUT")
 StyleModel = socket("STYLE_MODEL")
 
 
-def _clip_vision_files(env: Environment) -> list[str]:
-    return env.paths.model_files("clip_vision")
-
-
-def _style_model_files(env: Environment) -> list[str]:
-    return env.paths.model_files("style_models")
-
-
 @node(category="loaders", version="1.0.0", display_name="Load CLIP Vision")
 class CLIPVisionLoader(Node):
     """Load a CLIP image encoder from `models/clip_vision` (transformers' or OpenCLIP's single-file layout)."""
 
-    clip_name: Annotated[str, Choices(_clip_vision_files)] = Input()
+    clip_name: Annotated[str, Choices.model_files("clip_vision")] = Input()
 
     def run(self, ctx: Context) -> ClipVision:
-        path = ctx.env.paths.resolve(ctx.env.paths.models("clip_vision"), self.clip_name)
+        path = ctx.env.paths.model_path("clip_vision", self.clip_name)
         return load_clip_vision(path, model_manager(ctx.env), allow_pickle=ctx.env.allow_pickle,
                                 source=self.clip_name)
 
@@ -84,10 +76,10 @@ class unCLIPConditioning(Node):  # noqa: N801 - ComfyUI's node name
 class StyleModelLoader(Node):
     """Load a T2I-Adapter style model from `models/style_models`."""
 
-    style_model_name: Annotated[str, Choices(_style_model_files)] = Input()
+    style_model_name: Annotated[str, Choices.model_files("style_models")] = Input()
 
     def run(self, ctx: Context) -> StyleModel:
-        path = ctx.env.paths.resolve(ctx.env.paths.models("style_models"), self.style_model_name)
+        path = ctx.env.paths.model_path("style_models", self.style_model_name)
         return load_style_model(path, model_manager(ctx.env), allow_pickle=ctx.env.allow_pickle,
                                 source=self.style_model_name)
 

@@ -19,7 +19,7 @@ from executor.reproduce import compare, reproduce
 from executor.run import Executor
 from executor.validate import validate
 from executor.workflow import parse_workflow
-from nodes.api import Environment
+from nodes.api import Environment, Services
 from nodes.builtin import builtin_registry
 from nodes.images import read_png_texts
 from nodes.paths import DataPaths
@@ -105,7 +105,7 @@ def test_reproduce_finds_a_renamed_model_by_hash(made, tmp_path):
 
 def test_a_bf16_run_is_recorded_and_reproducing_it_in_fp32_says_so(made, tmp_path):
     env, registry, _ = made
-    bf16 = dataclasses.replace(env, precision=Precision("bf16"), services={})  # its own models, loaded in bf16
+    bf16 = dataclasses.replace(env, precision=Precision("bf16"), services=Services())  # its own models, loaded in bf16
     report = validate(parse_workflow(TXT2IMG), registry, bf16)
     result = Executor(bf16).execute(report, prompt_id="b", prompt=TXT2IMG)
     assert result.success, result.error

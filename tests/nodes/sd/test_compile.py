@@ -20,6 +20,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from executor.run import Executor
 from executor.validate import validate
 from executor.workflow import parse_workflow
+from nodes.api import Services
 from nodes.builtin import builtin_registry
 from nodes.sd.compile import is_compiled
 
@@ -48,7 +49,7 @@ def test_compiled_run_equals_eager_and_a_second_prompt_reuses_the_compiled_model
     wf = run_ours(env, LATENT, ["5", 0])
     eager, _ = execute(Executor(env), env, wf)
     counter = CompileCounterWithBackend("aot_eager")
-    compiled_env = dataclasses.replace(env, compile=counter, services={})
+    compiled_env = dataclasses.replace(env, compile=counter, services=Services())
     executor = Executor(compiled_env)
     first, model = execute(executor, compiled_env, wf)
     assert is_compiled(model.unet) and counter.frame_count >= 1
@@ -70,7 +71,7 @@ def test_a_failing_compiler_falls_back_to_eager_and_says_so_once(setup, caplog):
     def broken(graph, example_inputs):
         raise RuntimeError("no C++ compiler here")
 
-    failing_env = dataclasses.replace(env, compile=broken, services={})
+    failing_env = dataclasses.replace(env, compile=broken, services=Services())
     with caplog.at_level(logging.WARNING, logger="nodes.sd.compile"):
         image, _ = execute(Executor(failing_env), failing_env, wf)
     assert np.array_equal(image, eager)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
+from nodes.api import Services
 from nodes.precision import Precision
 from nodes.sd.ksampler import sampling_sigmas
 
@@ -59,7 +60,7 @@ def comfy_rounding(pipe):
 
 
 def bf16_env(env):
-    return dataclasses.replace(env, precision=Precision("bf16"), services={})
+    return dataclasses.replace(env, precision=Precision("bf16"), services=Services())
 
 
 def compare(name: str, ours: np.ndarray, theirs: np.ndarray, fp32: np.ndarray) -> None:
